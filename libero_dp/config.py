@@ -1,0 +1,159 @@
+"""Typed params: one pydantic model per params.yaml section, so a typo or bad value fails loudly.
+
+Each stage reads only its own section (and names exactly those keys in dvc.yaml).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CollectParams(_Section):
+    tasks: list[str] | str
+    demos_per_task: int = Field(ge=1)
+    init: Literal["sampled", "official"] = "sampled"
+    seed: int = 0
+    image_size: int = Field(128, ge=16)
+    max_steps: int = Field(400, ge=1)
+    steps_after_success: int = Field(10, ge=0)
+    num_steps_wait: int = Field(10, ge=0)
+    max_attempts_factor: int = Field(3, ge=1)
+    expert_check_episodes: int = Field(50, ge=0, le=50)
+    workers: int = Field(2, ge=1)
+    out_dir: str = "data/demos"
+
+
+class ExtractParams(_Section):
+    source_dir: str = "data/demos"
+    tasks: list[str] | Literal["all"] = "all"
+    min_length: int = Field(20, ge=1)
+    out_dir: str = "data/extracted"
+
+
+class ScaleParams(_Section):
+    pos_unit: Literal["m", "cm", "mm"] | float = "cm"
+    rot_repr: Literal["axis_angle", "rot6d"] = "rot6d"
+    proprio_repr: Literal["pos_rot6d_gripper"] = "pos_rot6d_gripper"
+    norm: Literal["none", "minmax", "zscore", "quantile"] = "minmax"
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    split_seed: int = 0
+    out_dir: str = "data/scaled"
+
+    @field_validator("pos_unit")
+    @classmethod
+    def _positive(cls, v: str | float) -> str | float:
+        if isinstance(v, float) and v <= 0:
+            raise ValueError("a numeric pos_unit must be a positive factor (metres -> unit)")
+        return v
+
+
+class WindowsParams(_Section):
+    horizon: int = 64
+    image_history: int = 2
+    out_dir: str = "data/windows"
+
+    @field_validator("horizon")
+    @classmethod
+    def _h(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"windows.horizon must be >= 1 (got {v}): a chunk needs at least one action")
+        return v
+
+    @field_validator("image_history")
+    @classmethod
+    def _k(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"windows.image_history must be >= 1 (got {v}): the current frame is always read")
+        return v
+
+
+class TrainParams(_Section):
+    preset: Literal["tiny", "small", "rdt170m"] = "tiny"
+    steps: int = Field(4000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = 1e-2
+    warmup_steps: int = Field(200, ge=0)
+    grad_clip: float = 1.0
+    ema_decay: float = Field(0.995, ge=0.0, le=1.0)
+    prediction_type: Literal["sample", "epsilon"] = "sample"
+    num_train_timesteps: int = 1000
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = True
+    compile: bool = False
+    num_workers: int = Field(2, ge=0)
+    val_every: int = Field(500, ge=1)
+    ckpt_every: int = Field(500, ge=1)
+    log_every: int = Field(50, ge=1)
+    out_dir: str = "models"
+
+
+class ExecParams(_Section):
+    steps: int = Field(64, ge=1)
+    stride: int = Field(1, ge=1)
+    temporal_ensemble: bool = False
+    ensemble_k: float = 0.01
+    sampling_steps: int = Field(5, ge=1)
+
+
+class EvalParams(_Section):
+    policy: Literal["learned", "expert", "replay"] = "learned"
+    tasks: list[str] | str = "from_data"
+    episodes_per_task: int = Field(50, ge=1)
+    seeds: list[int] = [0]
+    max_steps: int = Field(400, ge=1)
+    num_steps_wait: int = Field(10, ge=0)
+    weights: Literal["ema", "raw"] = "ema"
+    workers: int = Field(2, ge=1)
+    videos_success: int = Field(2, ge=0)
+    videos_failure: int = Field(2, ge=0)
+    out_dir: str = "data/eval"
+
+
+class ReportParams(_Section):
+    out_dir: str = "reports"
+    paths_episodes: int = Field(3, ge=0)
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "collect": CollectParams,
+    "extract": ExtractParams,
+    "scale": ScaleParams,
+    "windows": WindowsParams,
+    "train": TrainParams,
+    "exec": ExecParams,
+    "eval": EvalParams,
+    "report": ReportParams,
+}
+
+
+class ParamsError(ValueError):
+    """A params file or section is missing or invalid; the message names file, field and expectation."""
+
+
+def load_params(section: str, path: str | Path = "params.yaml") -> _Section:
+    """Load and validate one section of params.yaml."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: file not found; expected the pipeline's params.yaml")
+    with open(path) as f:
+        raw = yaml.safe_load(f) or {}
+    if section not in raw:
+        raise ParamsError(f"{path}: missing section '{section}'")
+    try:
+        return SECTIONS[section].model_validate(raw[section])
+    except ValidationError as e:
+        lines = [f"{path}: invalid '{section}' section:"]
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            lines.append(f"  {section}.{loc}: {err['msg']} (got {err.get('input')!r})")
+        raise ParamsError("\n".join(lines)) from None

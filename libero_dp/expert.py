@@ -1,0 +1,849 @@
+"""Scripted privileged-state expert for LIBERO, organised by skill.
+
+The plan is chosen from the task's bddl `(:goal ...)`, never from the language instruction (task 38's goal
+asks for more than its sentence says). Skills (move-to-pose, grasp, lift/carry, place/release, retreat,
+push) read the true sim state every step and emit smooth OSC_POSE deltas:
+
+* position action = P-control towards a target, scaled so that its largest component stays under
+  `max_pos_action` (1.0 commands 5 cm), and rate-limited so that it never jumps between steps;
+* rotation action = world-frame axis-angle error / 0.5 rad, clipped;
+* gripper -1 open / +1 close.
+
+Per-object grasp parameters live in `GRASP_SPECS` (data, keyed by bddl object category).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from libero_dp import sim
+
+if TYPE_CHECKING:
+    from libero_dp.sim import TaskSpec
+
+#: OSC_POSE scales: action 1.0 = 5 cm of position / 0.5 rad of rotation.
+POS_SCALE = 0.05
+ROT_SCALE = 0.5
+NOOP = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
+FAILURE_CAUSES = (
+    None,
+    "grasp_missed",
+    "object_dropped",
+    "placement_out_of_region",
+    "articulation_stuck",
+    "timed_out",
+)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Per-object grasp data
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GraspSpec:
+    """How to grasp one object category.
+
+    mode: "center" closes the fingers across the object's body (boxes, cans, bottles);
+    "rim" closes them on a bowl's wall, the hand `rim_offset` from the centre along the finger axis.
+    depth: how far below the object's top the grip point goes (clamped to stay above the table).
+    yaw: "short_side" closes across the shorter horizontal side; "free" picks the yaw with the most
+    clearance to neighbours (then the least rotation).
+    """
+
+    mode: str = "center"
+    depth: float = 0.03
+    rim_offset: float = 0.0
+    yaw: str = "free"
+    release_height: float = 0.01  # object bottom above the support when the fingers open
+
+
+GRASP_SPECS: dict[str, GraspSpec] = {
+    "akita_black_bowl": GraspSpec(mode="rim", depth=0.02, rim_offset=0.05),
+    "white_bowl": GraspSpec(mode="rim", depth=0.02, rim_offset=0.05),
+    "alphabet_soup": GraspSpec(depth=0.035),
+    "tomato_sauce": GraspSpec(depth=0.035),
+    "ketchup": GraspSpec(depth=0.04, yaw="short_side"),
+    "cream_cheese": GraspSpec(depth=0.02, yaw="short_side"),
+    "butter": GraspSpec(depth=0.02, yaw="short_side"),
+    "chocolate_pudding": GraspSpec(depth=0.02, yaw="short_side"),
+    "milk": GraspSpec(depth=0.04, yaw="short_side"),
+    "orange_juice": GraspSpec(depth=0.04, yaw="short_side"),
+}
+#: Used for categories not listed above (untested: a centre grasp from the object's bounding box).
+DEFAULT_GRASP = GraspSpec()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# bddl parsing
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _sexpr(text: str) -> list[Any]:
+    """Parse an s-expression string into nested lists of tokens (bddl is PDDL-like)."""
+    tokens = re.findall(r"\(|\)|[^\s()]+", re.sub(r";[^\n]*", "", text))
+    stack: list[list[Any]] = [[]]
+    for tok in tokens:
+        if tok == "(":
+            stack.append([])
+        elif tok == ")":
+            done = stack.pop()
+            stack[-1].append(done)
+        else:
+            stack[-1].append(tok)
+    return stack[0]
+
+
+def _section(tree: list[Any], key: str) -> list[Any] | None:
+    for node in tree:
+        if isinstance(node, list):
+            if node and node[0] == key:
+                return node
+            found = _section(node, key)
+            if found is not None:
+                return found
+    return None
+
+
+def parse_goal(bddl_text: str) -> list[tuple[str, ...]]:
+    """The goal predicates, e.g. [("close", "wooden_cabinet_1_top_region")]; `And` is flattened."""
+    goal = _section(_sexpr(bddl_text), ":goal")
+    if goal is None:
+        raise ValueError("bddl file has no (:goal ...) section")
+    out: list[tuple[str, ...]] = []
+
+    def walk(node: list[Any]) -> None:
+        if node and isinstance(node[0], str) and node[0].lower() == "and":
+            for child in node[1:]:
+                walk(child)
+        elif node and all(isinstance(x, str) for x in node):
+            out.append((node[0].lower(), *node[1:]))
+        else:
+            raise ValueError(f"unsupported goal expression {node!r}")
+
+    for node in goal[1:]:
+        walk(node)
+    return out
+
+
+def parse_categories(bddl_text: str) -> dict[str, str]:
+    """Instance name -> category from (:objects ...) and (:fixtures ...) (`butter_1 butter_2 - butter`)."""
+    tree = _sexpr(bddl_text)
+    out: dict[str, str] = {}
+    for key in (":objects", ":fixtures"):
+        sec = _section(tree, key)
+        names: list[str] = []
+        items = sec[1:] if sec else []
+        i = 0
+        while i < len(items):
+            if items[i] == "-" and i + 1 < len(items):
+                out.update({n: items[i + 1] for n in names})
+                names = []
+                i += 2
+            else:
+                names.append(items[i])
+                i += 1
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Geometry helpers
+# ----------------------------------------------------------------------------------------------------------
+
+
+def rot_to_axis_angle(r: np.ndarray) -> np.ndarray:
+    """Log map of a rotation matrix (stable near 0 and pi)."""
+    cos = np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)
+    angle = float(np.arccos(cos))
+    vec = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
+    if angle < 1e-6:
+        return 0.5 * vec
+    if np.pi - angle < 1e-4:
+        # near pi: axis from the diagonal of (R + I) / 2
+        m = (r + np.eye(3)) / 2.0
+        axis = np.sqrt(np.clip(np.diag(m), 0.0, None))
+        k = int(np.argmax(axis))
+        axis = m[:, k] / max(axis[k], 1e-9)
+        return angle * axis / np.linalg.norm(axis)
+    return angle * vec / (2.0 * np.sin(angle))
+
+
+def down_rotation(finger_axis: np.ndarray) -> np.ndarray:
+    """Grip-site orientation pointing down with the fingers closing along `finger_axis` (horizontal).
+
+    The Panda grip site's x axis is the finger axis and its z axis the approach direction.
+    """
+    f = np.array([finger_axis[0], finger_axis[1], 0.0])
+    f /= np.linalg.norm(f)
+    z = np.array([0.0, 0.0, -1.0])
+    return np.column_stack([f, np.cross(z, f), z])
+
+
+def _horizontal(v: np.ndarray) -> np.ndarray:
+    out = np.array([v[0], v[1], 0.0])
+    n = np.linalg.norm(out)
+    return out / n if n > 1e-9 else np.array([1.0, 0.0, 0.0])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Privileged scene access
+# ----------------------------------------------------------------------------------------------------------
+
+
+class Scene:
+    """Reads poses from the live sim. `env.sim` is re-read on every access: resets rebuild the MjSim."""
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+        self.inner = env.env  # the LIBERO problem env (robosuite)
+        self.robot = self.inner.robots[0]
+
+    @property
+    def model(self) -> Any:
+        return self.env.sim.model
+
+    @property
+    def data(self) -> Any:
+        return self.env.sim.data
+
+    # -- robot
+    @property
+    def eef_pos(self) -> np.ndarray:
+        return np.array(self.data.site_xpos[self.robot.eef_site_id])
+
+    @property
+    def eef_mat(self) -> np.ndarray:
+        return np.array(self.data.site_xmat[self.robot.eef_site_id]).reshape(3, 3)
+
+    @property
+    def gripper_gap(self) -> float:
+        q = self.data.qpos[self.robot._ref_gripper_joint_pos_indexes]
+        return float(q[0] - q[1])
+
+    # -- bodies
+    def body_id(self, name: str) -> int:
+        """Body id of a bddl object/fixture instance name or a raw MuJoCo body name."""
+        if name in self.inner.obj_body_id:
+            return int(self.inner.obj_body_id[name])
+        return int(self.model.body_name2id(name))
+
+    def body_pos(self, name: str) -> np.ndarray:
+        return np.array(self.data.xpos[self.body_id(name)])
+
+    def subtree_geoms(self, body: int) -> list[int]:
+        """Collision geoms of `body` and its descendants."""
+        m = self.model
+        out = []
+        for g in range(m.ngeom):
+            b = int(m.geom_bodyid[g])
+            while b not in (0, body):
+                b = int(m.body_parentid[b])
+            if b == body and (int(m.geom_contype[g]) or int(m.geom_conaffinity[g])):
+                out.append(g)
+        return out
+
+    def geoms_aabb(self, geoms: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """World axis-aligned bounding box of some geoms (from MuJoCo's local geom AABBs)."""
+        m, d = self.model, self.data
+        lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+        for g in geoms:
+            rot = np.array(d.geom_xmat[g]).reshape(3, 3)
+            c = np.array(d.geom_xpos[g]) + rot @ m.geom_aabb[g, :3]
+            h = np.abs(rot) @ m.geom_aabb[g, 3:]
+            lo, hi = np.minimum(lo, c - h), np.maximum(hi, c + h)
+        return lo, hi
+
+    def aabb(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.geoms_aabb(self.subtree_geoms(self.body_id(name)))
+
+    def body_mat(self, name: str) -> np.ndarray:
+        return np.array(self.data.xmat[self.body_id(name)]).reshape(3, 3)
+
+    def site(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(centre, rotation, half-size) of a site."""
+        sid = self.model.site_name2id(name)
+        return (
+            np.array(self.data.site_xpos[sid]),
+            np.array(self.data.site_xmat[sid]).reshape(3, 3),
+            np.array(self.model.site_size[sid]),
+        )
+
+    def joint_q(self, name: str) -> float:
+        return float(self.data.qpos[self.model.get_joint_qpos_addr(name)])
+
+    def obstacle_names(self, exclude: set[str]) -> list[str]:
+        names = list(self.inner.objects_dict) + list(self.inner.fixtures_dict)
+        return [n for n in names if n not in exclude and n in self.inner.obj_body_id]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Skills
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Limits:
+    """Action shaping shared by all skills."""
+
+    max_pos_action: float = 0.3  # |position action| per component (1.0 = 5 cm)
+    max_rot_action: float = 1.0
+    pos_slew: float = 0.08  # max change of a position action component between steps
+    rot_slew: float = 0.25
+    pos_gain: float = 1.0  # action = gain * error / 5 cm (gain 1: the OSC goal is the target itself)
+    rot_gain: float = 1.0
+
+
+class Skill:
+    """One phase of a plan. `step` returns the action, or None once the phase is complete."""
+
+    name = "skill"
+
+    def __init__(self) -> None:
+        self.t = 0
+
+    def start(self, scene: Scene) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
+        raise NotImplementedError
+
+
+def _pos_action(err: np.ndarray, lim: Limits, cap: float | None = None) -> np.ndarray:
+    a = lim.pos_gain * np.asarray(err) / POS_SCALE
+    cap = lim.max_pos_action if cap is None else min(cap, lim.max_pos_action)
+    m = float(np.max(np.abs(a)))
+    return a * (cap / m) if m > cap else a
+
+
+def _rot_action(target: np.ndarray, current: np.ndarray, lim: Limits) -> tuple[np.ndarray, float]:
+    err = rot_to_axis_angle(target @ current.T)
+    a = np.clip(lim.rot_gain * err / ROT_SCALE, -lim.max_rot_action, lim.max_rot_action)
+    return a, float(np.linalg.norm(err))
+
+
+def _nearest_finger_rot(finger_axis: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Down orientation for +/- finger_axis, whichever is closer (the two-finger gripper is symmetric)."""
+    cands = [down_rotation(finger_axis), down_rotation(-np.asarray(finger_axis))]
+    return min(cands, key=lambda r: np.linalg.norm(rot_to_axis_angle(r @ current.T)))
+
+
+Target = Callable[[Scene], np.ndarray]
+
+
+class MoveTo(Skill):
+    """Move the grip site to a position with a down orientation; ends when there, or stalled on contact."""
+
+    def __init__(
+        self,
+        name: str,
+        target: Target,
+        finger_axis: Target,
+        gripper: float,
+        tol: float = 0.006,
+        rot_tol: float = 0.06,
+        cap: float | None = None,
+        stop_on_stall: bool = False,
+        stop_when: Callable[[Scene], bool] | None = None,
+        max_steps: int = 200,
+        track: bool = False,
+    ) -> None:
+        super().__init__()
+        self.name, self.target_fn, self.axis_fn = name, target, finger_axis
+        self.gripper, self.tol, self.rot_tol, self.cap = gripper, tol, rot_tol, cap
+        self.stop_on_stall, self.stop_when, self.max_steps, self.track = (
+            stop_on_stall,
+            stop_when,
+            max_steps,
+            track,
+        )
+        self.stalled = False
+
+    def start(self, scene: Scene) -> None:
+        self.goal = np.asarray(self.target_fn(scene), dtype=np.float64)
+        self.rot = _nearest_finger_rot(self.axis_fn(scene), scene.eef_mat)
+        self.hist: list[np.ndarray] = []
+
+    def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
+        if self.track:  # re-evaluate a moving target (e.g. a handle) every step
+            self.goal = np.asarray(self.target_fn(scene), dtype=np.float64)
+        pos = scene.eef_pos
+        self.hist.append(pos)
+        err = self.goal - pos
+        rot_a, rot_err = _rot_action(self.rot, scene.eef_mat, lim)
+        if np.linalg.norm(err) < self.tol and rot_err < self.rot_tol:
+            return None
+        if self.stop_when is not None and self.stop_when(scene):
+            return None
+        if self.stop_on_stall and len(self.hist) > 6 and np.linalg.norm(pos - self.hist[-4]) < 0.001:
+            self.stalled = True
+            return None
+        if self.t >= self.max_steps:
+            self.stalled = True
+            return None
+        self.t += 1
+        return np.concatenate([_pos_action(err, lim, self.cap), rot_a, [self.gripper]])
+
+
+class Gripper(Skill):
+    """Open or close in place until the finger gap stops changing (a free close takes 10-12 steps)."""
+
+    def __init__(self, name: str, close: bool, min_steps: int = 6, max_steps: int = 25) -> None:
+        super().__init__()
+        self.name, self.close, self.min_steps, self.max_steps = name, close, min_steps, max_steps
+
+    def start(self, scene: Scene) -> None:
+        self.hold = scene.eef_pos
+        self.rot = scene.eef_mat
+        self.gaps: list[float] = []
+
+    def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
+        self.gaps.append(scene.gripper_gap)
+        settled = len(self.gaps) > 2 and abs(self.gaps[-1] - self.gaps[-3]) < 0.0005
+        if self.t >= self.max_steps or (self.t >= self.min_steps and settled):
+            return None
+        self.t += 1
+        rot_a, _ = _rot_action(self.rot, scene.eef_mat, lim)
+        return np.concatenate(
+            [_pos_action(self.hold - scene.eef_pos, lim), rot_a, [1.0 if self.close else -1.0]]
+        )
+
+
+class PushJoint(Skill):
+    """Push an articulated part (drawer) along its slide axis until its goal predicate holds.
+
+    The hand leads the contact point along `push_dir` while cross-axis errors are corrected toward the
+    moving handle; it keeps pushing `extra_steps` after the predicate first holds, because success lives
+    in a window under 2 mm wide next to the physical stop.
+    """
+
+    name = "push"
+
+    def __init__(
+        self,
+        contact: Target,
+        push_dir: np.ndarray,
+        finger_axis: np.ndarray,
+        done: Callable[[Scene], bool],
+        progress: Callable[[Scene], float],
+        extra_steps: int = 4,
+        max_steps: int = 150,
+    ) -> None:
+        super().__init__()
+        self.contact, self.push_dir, self.axis = contact, np.asarray(push_dir), np.asarray(finger_axis)
+        self.done, self.progress, self.extra, self.max_steps = done, progress, extra_steps, max_steps
+        self.after = 0
+        self.stuck = False
+
+    def start(self, scene: Scene) -> None:
+        self.rot = _nearest_finger_rot(self.axis, scene.eef_mat)
+        self.prog: list[float] = []
+
+    def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
+        self.prog.append(self.progress(scene))
+        if self.done(scene):
+            self.after += 1
+            if self.after > self.extra:
+                return None
+        if self.t >= self.max_steps:
+            self.stuck = True
+            return None
+        self.t += 1
+        pos = scene.eef_pos
+        goal = np.asarray(self.contact(scene))
+        err = goal - pos
+        along = float(err @ self.push_dir)
+        cross = err - along * self.push_dir
+        # lead the contact by a few cm so the hand keeps pressing; the cap sets the push speed
+        a = _pos_action(cross + (along + 0.03) * self.push_dir, lim)
+        rot_a, _ = _rot_action(self.rot, scene.eef_mat, lim)
+        return np.concatenate([a, rot_a, [1.0]])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The expert
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Expert:
+    """Runs a plan (a list of skills) built from the task's goal at `reset`.
+
+    Public API: reset(env), act(env, obs) -> (7,), finished, failure_cause(env).
+    """
+
+    task: TaskSpec
+    goal: list[tuple[str, ...]]
+    categories: dict[str, str]
+    limits: Limits = field(default_factory=Limits)
+    max_pos_action: float = 0.3
+
+    def __post_init__(self) -> None:
+        self.limits.max_pos_action = self.max_pos_action
+        self._plan: list[Skill] = []
+        self._i = 0
+        self._prev = NOOP.copy()
+        self._scene: Scene | None = None
+        self._flags: dict[str, Any] = {}
+
+    # -- public API
+    def reset(self, env: Any) -> None:
+        """Build the plan for the current scene (object poses are read after the settling no-op steps)."""
+        self._scene = Scene(env)
+        self._plan = self._build_plan(self._scene)
+        self._i = 0
+        self._prev = NOOP.copy()
+        self._flags = {}
+        if self._plan:
+            self._plan[0].start(self._scene)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self._plan) and self._i >= len(self._plan)
+
+    @property
+    def phase(self) -> str:
+        return self._plan[self._i].name if self._i < len(self._plan) else "done"
+
+    def act(self, env: Any, obs: dict | None = None) -> np.ndarray:
+        """Next action; `env.sim` is read fresh (obs is not needed: the expert uses privileged state)."""
+        if self._scene is None or self._scene.env is not env:
+            raise RuntimeError("Expert.act called before Expert.reset(env) for this env")
+        scene = self._scene
+        raw = None
+        while self._i < len(self._plan):
+            skill = self._plan[self._i]
+            raw = skill.step(scene, self.limits)
+            if raw is not None:
+                break
+            self._on_skill_end(scene, skill)
+            self._i += 1
+            if self._i < len(self._plan):
+                self._plan[self._i].start(scene)
+        if raw is None:  # plan finished: hold still, gripper as last commanded
+            raw = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, self._prev[6]])
+        return self._smooth(raw)
+
+    def failure_cause(self, env: Any) -> str | None:
+        """Best-effort reason for a failed episode (None when the goal holds)."""
+        if sim.check_success(env):
+            return None
+        f = self._flags
+        if f.get("push_stuck"):
+            return "articulation_stuck"
+        if f.get("grasp_missed"):
+            return "grasp_missed"
+        if f.get("grasped") and not f.get("released"):
+            if self._scene is not None and self._object_dropped(self._scene):
+                return "object_dropped"
+        if f.get("released"):
+            return "placement_out_of_region"
+        return "timed_out"
+
+    # -- internals
+    def _smooth(self, raw: np.ndarray) -> np.ndarray:
+        lim = self.limits
+        a = np.array(raw, dtype=np.float64)
+        a[:3] = np.clip(a[:3], self._prev[:3] - lim.pos_slew, self._prev[:3] + lim.pos_slew)
+        a[3:6] = np.clip(a[3:6], self._prev[3:6] - lim.rot_slew, self._prev[3:6] + lim.rot_slew)
+        a[:3] = np.clip(a[:3], -lim.max_pos_action, lim.max_pos_action)
+        a[3:6] = np.clip(a[3:6], -lim.max_rot_action, lim.max_rot_action)
+        a[6] = 1.0 if a[6] > 0 else -1.0
+        self._prev = a
+        return a
+
+    def _on_skill_end(self, scene: Scene, skill: Skill) -> None:
+        f = self._flags
+        if isinstance(skill, PushJoint) and skill.stuck:
+            f["push_stuck"] = True
+        if skill.name == "grasp_close":
+            f["grasped"] = scene.gripper_gap > 0.004
+            f["grasp_missed"] = not f["grasped"]
+        if skill.name == "lift" and f.get("grasped"):
+            held = self._held_offset(scene)
+            f["held_offset"] = held
+            if scene.body_pos(self._obj)[2] < self._obj_z0 + 0.02:
+                f["grasp_missed"] = True
+        if skill.name == "release":
+            f["released"] = True
+
+    def _held_offset(self, scene: Scene) -> np.ndarray:
+        return scene.body_pos(self._obj) - scene.eef_pos
+
+    def _object_dropped(self, scene: Scene) -> bool:
+        held = self._flags.get("held_offset")
+        if held is None:
+            return False
+        return bool(np.linalg.norm(self._held_offset(scene) - held) > 0.03)
+
+    def _build_plan(self, scene: Scene) -> list[Skill]:
+        if len(self.goal) != 1:
+            raise NotImplementedError(f"no expert plan for goal {self.goal} (multi-predicate goals)")
+        pred, *args = self.goal[0]
+        if pred == "close" and len(args) == 1:
+            return plan_close_drawer(scene, args[0])
+        if pred in ("on", "in") and len(args) == 2:
+            self._obj = args[0]
+            self._obj_z0 = float(scene.body_pos(args[0])[2])
+            spec = GRASP_SPECS.get(self.categories.get(args[0], ""), DEFAULT_GRASP)
+            return plan_pick_place(scene, args[0], args[1], pred, spec)
+        raise NotImplementedError(f"no expert plan for goal {self.goal[0]}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Plans
+# ----------------------------------------------------------------------------------------------------------
+
+
+SAFE_Z_MARGIN = 0.05  # hand clearance above what it passes over
+
+
+def plan_close_drawer(scene: Scene, region: str) -> list[Skill]:
+    """Approach above the handle, descend in front of it, push along the slide axis, back off."""
+    inner = scene.inner
+    site_obj = inner.object_sites_dict.get(region)
+    joints = list(getattr(site_obj, "joints", None) or [])
+    if not joints:
+        raise NotImplementedError(f"no expert plan for goal (Close {region}): the region has no joint")
+    joint = joints[0]
+    m = scene.model
+    jid = m.joint_name2id(joint)
+    if int(m.jnt_type[jid]) != 2:  # mjJNT_SLIDE
+        raise NotImplementedError(f"no expert plan for goal (Close {region}): only slide joints (drawers)")
+    parent = inner.get_object(site_obj.parent_name)
+    close_ranges = parent.object_properties["articulation"]["default_close_ranges"]
+    q_close = float(np.mean(close_ranges))
+    q0 = scene.joint_q(joint)
+    axis = np.array(scene.data.xaxis[jid])
+    push_dir = _horizontal(np.sign(q_close - q0) * axis)
+    across = np.array([-push_dir[1], push_dir[0], 0.0])
+    drawer = int(m.jnt_bodyid[jid])
+    geoms = scene.subtree_geoms(drawer)
+
+    def front(g: int) -> float:  # how far a geom sticks out against the push direction
+        lo, hi = scene.geoms_aabb([g])
+        return float(-np.min(np.array([lo @ push_dir, hi @ push_dir])))
+
+    fronts = {g: front(g) for g in geoms}
+    outer = max(fronts.values())
+    handle = [g for g, v in fronts.items() if v > outer - 0.012]
+
+    def contact(s: Scene) -> np.ndarray:
+        lo, hi = s.geoms_aabb(handle)
+        c = (lo + hi) / 2.0
+        face = min(lo @ push_dir, hi @ push_dir)  # handle face the hand pushes on
+        return c + (face - c @ push_dir) * push_dir
+
+    standoff = 0.015  # grip site to fingertip surface along the push direction (closed fingers)
+    body_lo, body_hi = scene.aabb(site_obj.parent_name)
+    safe_z = max(float(body_hi[2]) + SAFE_Z_MARGIN, float(scene.eef_pos[2]))
+
+    def pre_push(s: Scene) -> np.ndarray:
+        return contact(s) - (standoff + 0.03) * push_dir
+
+    def above(s: Scene) -> np.ndarray:
+        p = pre_push(s)
+        return np.array([p[0], p[1], safe_z])
+
+    def state_closed(s: Scene) -> bool:
+        return bool(s.inner.object_states_dict[region].is_close())
+
+    def backed_off(s: Scene) -> np.ndarray:
+        return s.eef_pos - 0.06 * push_dir + np.array([0.0, 0.0, 0.04])
+
+    def axis_fn(s: Scene) -> np.ndarray:
+        return across
+
+    return [
+        MoveTo("approach", above, axis_fn, gripper=1.0, tol=0.02, rot_tol=0.1),
+        MoveTo("descend", pre_push, axis_fn, gripper=1.0, tol=0.006),
+        PushJoint(
+            lambda s: contact(s) - standoff * push_dir,
+            push_dir,
+            across,
+            state_closed,
+            lambda s: s.joint_q(joint),
+        ),
+        MoveTo("retreat", backed_off, axis_fn, gripper=1.0, tol=0.01, max_steps=40),
+    ]
+
+
+def _dist_to_box2d(p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
+    d = np.maximum(np.maximum(lo[:2] - p[:2], 0.0), p[:2] - hi[:2])
+    return float(np.linalg.norm(d))
+
+
+def choose_grasp(scene: Scene, obj: str, spec: GraspSpec, exclude: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Grip point (world) and finger axis for `obj`.
+
+    Candidate yaws every 15 degrees (and both rim sides for bowls) are scored by the clearance of the open
+    fingertips to neighbouring objects (capped at 3 cm: beyond that extra room does not matter), then by
+    the rotation needed from the current hand orientation.
+    """
+    lo, hi = scene.aabb(obj)
+    centre = (lo + hi) / 2.0
+    height = float(hi[2] - lo[2])
+    grip_z = max(float(hi[2]) - min(spec.depth, 0.6 * height), float(lo[2]) + 0.012)
+    obstacles = [scene.aabb(n) for n in scene.obstacle_names(exclude | {obj})]
+    cur_axis = scene.eef_mat[:, 0]
+    mat = scene.body_mat(obj)
+    # object's horizontal axes: fingers close across the shorter one for elongated objects
+    pts = np.array([c for g in scene.subtree_geoms(scene.body_id(obj)) for c in scene.geoms_aabb([g])])
+    widths = [float(np.ptp(pts[:, :2] @ _horizontal(mat[:, k])[:2])) for k in range(2)]
+    short_axis = _horizontal(mat[:, int(np.argmin(widths))])
+
+    cands: list[tuple[float, float, np.ndarray, np.ndarray]] = []
+    for yaw in np.deg2rad(np.arange(0, 360 if spec.mode == "rim" else 180, 15)):
+        f = np.array([np.cos(yaw), np.sin(yaw), 0.0])
+        if spec.yaw == "short_side" and spec.mode != "rim" and abs(f @ short_axis) < np.cos(np.deg2rad(20)):
+            continue
+        grip = np.array([centre[0], centre[1], grip_z])
+        if spec.mode == "rim":
+            grip = grip + spec.rim_offset * f
+        tips = [grip + 0.045 * f, grip - 0.045 * f]
+        clear = min(
+            [_dist_to_box2d(t, olo, ohi) for t in tips for olo, ohi in obstacles if ohi[2] > grip_z - 0.02],
+            default=1.0,
+        )
+        turn = float(np.arccos(min(1.0, abs(f @ cur_axis))))
+        # prefer a rim side toward the robot base (-x): the arm does not reach across the bowl
+        reach = float(f[0]) if spec.mode == "rim" else 0.0
+        cands.append((min(clear, 0.03), -(turn + 0.5 * reach), grip, f))
+    _, _, grip, f = max(cands, key=lambda c: (round(c[0], 3), c[1]))
+    return grip, f
+
+
+def plan_pick_place(scene: Scene, obj: str, target: str, pred: str, spec: GraspSpec) -> list[Skill]:
+    """Hover, descend, close, lift, carry over the target, lower, open, retreat."""
+    inner = scene.inner
+    is_site = target in inner.object_sites_dict and target not in inner.obj_body_id
+    exclude = {target} if not is_site else {inner.object_sites_dict[target].parent_name}
+    grip, finger = choose_grasp(scene, obj, spec, exclude)
+    hover = grip + np.array([0.0, 0.0, 0.10])
+    olo, ohi = scene.aabb(obj)
+    below_grip = float(grip[2] - olo[2])  # object extent below the grip point
+
+    if is_site:
+        s_pos, s_mat, s_size = scene.site(target)
+        half = np.abs(s_mat @ s_size)
+        place_xy = s_pos[:2]
+        support_top = float(s_pos[2] - half[2])
+        parent_lo, parent_hi = scene.aabb(inner.object_sites_dict[target].parent_name)
+        top_z = float(parent_hi[2])
+    else:
+        tlo, thi = scene.aabb(target)
+        place_xy = ((tlo + thi) / 2.0)[:2]
+        support_top = float(thi[2])
+        top_z = float(thi[2])
+    carry_obj_bottom = top_z + 0.05  # carried object's bottom clears the target by 5 cm
+
+    flags: dict[str, Any] = {}
+
+    def axis_fn(s: Scene) -> np.ndarray:
+        return finger
+
+    def lift_target(s: Scene) -> np.ndarray:
+        p = s.eef_pos
+        return np.array([p[0], p[1], max(grip[2] + 0.06, carry_obj_bottom + below_grip - 0.03)])
+
+    def offset(s: Scene) -> np.ndarray:
+        if "off" not in flags:
+            flags["off"] = s.body_pos(obj) - s.eef_pos
+        return flags["off"]
+
+    def carry_target(s: Scene) -> np.ndarray:
+        lo, _ = s.aabb(obj)
+        bottom_below_hand = s.eef_pos[2] - lo[2]
+        obj_goal_xy = place_xy
+        hand_xy = obj_goal_xy - offset(s)[:2]
+        return np.array([hand_xy[0], hand_xy[1], carry_obj_bottom + bottom_below_hand])
+
+    def place_target(s: Scene) -> np.ndarray:
+        lo, _ = s.aabb(obj)
+        bottom_below_hand = s.eef_pos[2] - lo[2]
+        hand_xy = place_xy - offset(s)[:2]
+        return np.array([hand_xy[0], hand_xy[1], support_top + spec.release_height + bottom_below_hand])
+
+    def retreat_target(s: Scene) -> np.ndarray:
+        return s.eef_pos + np.array([0.0, 0.0, 0.10])
+
+    return [
+        MoveTo("approach", lambda s: hover, axis_fn, gripper=-1.0, tol=0.006),
+        MoveTo("descend", lambda s: grip, axis_fn, gripper=-1.0, tol=0.004, stop_on_stall=True),
+        Gripper("grasp_close", close=True),
+        MoveTo("lift", lift_target, axis_fn, gripper=1.0, tol=0.01),
+        MoveTo("carry", carry_target, axis_fn, gripper=1.0, tol=0.008),
+        MoveTo("lower", place_target, axis_fn, gripper=1.0, tol=0.005, stop_on_stall=True),
+        Gripper("release", close=False, min_steps=8),
+        MoveTo("retreat", retreat_target, axis_fn, gripper=-1.0, tol=0.01, max_steps=40),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Entry points
+# ----------------------------------------------------------------------------------------------------------
+
+
+def make_expert(task: TaskSpec, max_pos_action: float = 0.3) -> Expert:
+    """An expert for `task`, planned from its bddl goal; unsupported goals raise NotImplementedError."""
+    with open(task.bddl_file) as fh:
+        text = fh.read()
+    goal = parse_goal(text)
+    if len(goal) != 1:
+        raise NotImplementedError(f"no expert plan for goal {goal} of {task.name}: multi-predicate goals")
+    pred, *args = goal[0]
+    if not ((pred == "close" and len(args) == 1) or (pred in ("on", "in") and len(args) == 2)):
+        raise NotImplementedError(f"no expert plan for goal ({' '.join(goal[0])}) of {task.name}")
+    return Expert(task=task, goal=goal, categories=parse_categories(text), max_pos_action=max_pos_action)
+
+
+def run_episode(
+    env: Any,
+    task: TaskSpec,
+    expert: Expert,
+    reset_seed: int,
+    init_state: np.ndarray | None,
+    max_steps: int,
+    num_steps_wait: int = 10,
+    steps_after_success: int = 10,
+    on_step: Callable[[int, np.ndarray, np.ndarray, dict, bool], None] | None = None,
+) -> dict[str, Any]:
+    """Reset, wait, then step the expert; success = `done` or check_success at any step."""
+    obs = sim.reset_to(env, reset_seed, init_state)
+    for _ in range(num_steps_wait):
+        obs, _, _, _ = env.step(NOOP.copy())
+    expert.reset(env)
+    steps_to_success: int | None = None
+    finished_idle = 0
+    t = 0
+    while True:
+        state = sim.get_state(env)
+        action = expert.act(env, obs)
+        obs, _, done, _ = env.step(action)
+        t += 1
+        success = bool(done) or sim.check_success(env)
+        if on_step is not None:
+            on_step(t - 1, state, action, obs, success)
+        if success and steps_to_success is None:
+            steps_to_success = t
+        if steps_to_success is not None:
+            if t - steps_to_success >= steps_after_success or expert.finished:
+                break
+        elif t >= max_steps:
+            break
+        elif expert.finished:
+            finished_idle += 1  # plan over without success: let things settle briefly, then give up
+            if finished_idle > steps_after_success:
+                break
+    final = sim.check_success(env)
+    return {
+        "success": steps_to_success is not None,
+        "steps_to_success": steps_to_success,
+        "length": t,
+        "final_success": final,
+        "failure_cause": None if steps_to_success is not None else expert.failure_cause(env),
+    }
