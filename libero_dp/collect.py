@@ -105,12 +105,14 @@ def run_job(job: Job, p: CollectParams) -> dict:
 
 def _render_demo(env: Any, job: Job, p: CollectParams, steps: list, final_state: np.ndarray, xml: str,
                  res: dict) -> Demo:
-    """Images for obs[j] = the state after action j, rendered from stored states (same model placement)."""
+    """Images for obs[j] = the state after action j, rendered from stored states.
+
+    Rendered right after the live run, with no reset in between: LIBERO's fixture placement (e.g. the
+    cabinet's position) is re-sampled on every reset and depends on earlier resets in the process, so
+    the model is only guaranteed to match the recorded states now (and via the stored model XML).
+    """
     states = np.stack([s for s, _, _ in steps])
     after = np.concatenate([states[1:], final_state[None]])
-    sim.reset_to(env, job.reset_seed)  # same seed -> same fixture placement as the recorded run
-    if sim.model_xml(env) != xml:
-        raise RuntimeError(f"reset seed {job.reset_seed} did not reproduce the model of {job.task.name}")
     frames: dict[str, list[np.ndarray]] = {k: [] for k in sim.CAMERAS.values()}
     for s in after:
         sim.set_state(env, s)

@@ -116,6 +116,11 @@ class EvalParams(_Section):
     workers: int = Field(2, ge=1)
     videos_success: int = Field(2, ge=0)
     videos_failure: int = Field(2, ge=0)
+    video_every: int = Field(2, ge=1)  # render every n-th recorded state into the MP4 (fps = 20 / n)
+    # on_demand: images only where the policy reads them; every_step: render every step (benchmarking only)
+    render: Literal["on_demand", "every_step"] = "on_demand"
+    ray_address: str | None = None  # None = local Ray with `workers` CPUs; else connect (e.g. "auto", "ray://h:10001")
+    threads_per_worker: int = Field(1, ge=1)  # torch intra-op threads per eval actor
     out_dir: str = "data/eval"
 
 

@@ -348,19 +348,12 @@ class MoveTo(Skill):
         rot_tol: float = 0.06,
         cap: float | None = None,
         stop_on_stall: bool = False,
-        stop_when: Callable[[Scene], bool] | None = None,
         max_steps: int = 200,
-        track: bool = False,
     ) -> None:
         super().__init__()
         self.name, self.target_fn, self.axis_fn = name, target, finger_axis
         self.gripper, self.tol, self.rot_tol, self.cap = gripper, tol, rot_tol, cap
-        self.stop_on_stall, self.stop_when, self.max_steps, self.track = (
-            stop_on_stall,
-            stop_when,
-            max_steps,
-            track,
-        )
+        self.stop_on_stall, self.max_steps = stop_on_stall, max_steps
         self.stalled = False
 
     def start(self, scene: Scene) -> None:
@@ -369,15 +362,11 @@ class MoveTo(Skill):
         self.hist: list[np.ndarray] = []
 
     def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
-        if self.track:  # re-evaluate a moving target (e.g. a handle) every step
-            self.goal = np.asarray(self.target_fn(scene), dtype=np.float64)
         pos = scene.eef_pos
         self.hist.append(pos)
         err = self.goal - pos
         rot_a, rot_err = _rot_action(self.rot, scene.eef_mat, lim)
         if np.linalg.norm(err) < self.tol and rot_err < self.rot_tol:
-            return None
-        if self.stop_when is not None and self.stop_when(scene):
             return None
         if self.stop_on_stall and len(self.hist) > 6 and np.linalg.norm(pos - self.hist[-4]) < 0.001:
             self.stalled = True
@@ -537,9 +526,10 @@ class Expert:
             return "articulation_stuck"
         if f.get("grasp_missed"):
             return "grasp_missed"
-        if f.get("grasped") and not f.get("released"):
-            if self._scene is not None and self._object_dropped(self._scene):
-                return "object_dropped"
+        if f.get("dropped") or (
+            f.get("grasped") and not f.get("released") and self._scene and self._object_dropped(self._scene)
+        ):
+            return "object_dropped"
         if f.get("released"):
             return "placement_out_of_region"
         return "timed_out"
@@ -561,13 +551,15 @@ class Expert:
         if isinstance(skill, PushJoint) and skill.stuck:
             f["push_stuck"] = True
         if skill.name == "grasp_close":
-            f["grasped"] = scene.gripper_gap > 0.004
+            f["grasped"] = scene.gripper_gap > 0.002
             f["grasp_missed"] = not f["grasped"]
         if skill.name == "lift" and f.get("grasped"):
             held = self._held_offset(scene)
             f["held_offset"] = held
             if scene.body_pos(self._obj)[2] < self._obj_z0 + 0.02:
                 f["grasp_missed"] = True
+        if skill.name in ("carry", "lower") and self._object_dropped(scene):
+            f["dropped"] = True
         if skill.name == "release":
             f["released"] = True
 
@@ -578,7 +570,7 @@ class Expert:
         held = self._flags.get("held_offset")
         if held is None:
             return False
-        return bool(np.linalg.norm(self._held_offset(scene) - held) > 0.03)
+        return bool(np.linalg.norm(self._held_offset(scene) - held) > 0.04)
 
     def _build_plan(self, scene: Scene) -> list[Skill]:
         if len(self.goal) != 1:
@@ -590,7 +582,7 @@ class Expert:
             self._obj = args[0]
             self._obj_z0 = float(scene.body_pos(args[0])[2])
             spec = GRASP_SPECS.get(self.categories.get(args[0], ""), DEFAULT_GRASP)
-            return plan_pick_place(scene, args[0], args[1], pred, spec)
+            return plan_pick_place(scene, args[0], args[1], spec)
         raise NotImplementedError(f"no expert plan for goal {self.goal[0]}")
 
 
@@ -639,15 +631,17 @@ def plan_close_drawer(scene: Scene, region: str) -> list[Skill]:
         return c + (face - c @ push_dir) * push_dir
 
     standoff = 0.015  # grip site to fingertip surface along the push direction (closed fingers)
-    body_lo, body_hi = scene.aabb(site_obj.parent_name)
+    _, body_hi = scene.aabb(site_obj.parent_name)
     safe_z = max(float(body_hi[2]) + SAFE_Z_MARGIN, float(scene.eef_pos[2]))
 
     def pre_push(s: Scene) -> np.ndarray:
         return contact(s) - (standoff + 0.03) * push_dir
 
     def above(s: Scene) -> np.ndarray:
+        # straight to a point just above the pre-push pose: nothing stands in front of an open drawer,
+        # and the per-component cap makes the diagonal move no slower than the longest axis alone
         p = pre_push(s)
-        return np.array([p[0], p[1], safe_z])
+        return np.array([p[0], p[1], min(safe_z, p[2] + 0.04)])
 
     def state_closed(s: Scene) -> bool:
         return bool(s.inner.object_states_dict[region].is_close())
@@ -717,13 +711,13 @@ def choose_grasp(scene: Scene, obj: str, spec: GraspSpec, exclude: set[str]) -> 
     return grip, f
 
 
-def plan_pick_place(scene: Scene, obj: str, target: str, pred: str, spec: GraspSpec) -> list[Skill]:
+def plan_pick_place(scene: Scene, obj: str, target: str, spec: GraspSpec) -> list[Skill]:
     """Hover, descend, close, lift, carry over the target, lower, open, retreat."""
     inner = scene.inner
     is_site = target in inner.object_sites_dict and target not in inner.obj_body_id
     exclude = {target} if not is_site else {inner.object_sites_dict[target].parent_name}
     grip, finger = choose_grasp(scene, obj, spec, exclude)
-    hover = grip + np.array([0.0, 0.0, 0.10])
+    hover = grip + np.array([0.0, 0.0, 0.07])
     olo, ohi = scene.aabb(obj)
     below_grip = float(grip[2] - olo[2])  # object extent below the grip point
 

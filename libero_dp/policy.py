@@ -214,10 +214,12 @@ class ImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, ncam, K, S, S, 3) uint8 -> (B, ncam * K * tokens_per_frame, hidden)."""
         b, ncam, k, s = images.shape[:4]
-        x = images.reshape(b * ncam * k, s, s, 3).permute(0, 3, 1, 2).float()
+        x = images.reshape(b * ncam * k, s, s, 3).permute(0, 3, 1, 2)
+        if x.device.type != "cpu":  # torch's (much cheaper) uint8 resize kernel is CPU-only
+            x = x.float()
         if s != self.image_size:
             x = F.interpolate(x, size=self.image_size, mode="bilinear", antialias=True, align_corners=False)
-        x = self.backbone(x / 127.5 - 1.0)
+        x = self.backbone(x.float().contiguous() / 127.5 - 1.0)
         if x.shape[-1] > self.grid:
             x = F.adaptive_avg_pool2d(x, self.grid)
         x = self.proj(x.flatten(2).transpose(1, 2)) + self.pos  # (N, T, hidden)

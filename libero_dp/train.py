@@ -1,0 +1,365 @@
+"""The training loop: one script for the CPU, one GPU or N GPUs (torchrun), resumable onto the same curve.
+
+Every random draw of step s (diffusion noise, timesteps, dropout) is seeded from (seed, s, rank), and the data
+order is a pure function of (seed, epoch), so a run resumed from a checkpoint at step k draws exactly what an
+uninterrupted run draws from step k+1 on. A checkpoint thus needs weights, EMA, optimizer, LR schedule, step
+and the partial log, nothing else. Validation samples chunks with the EMA weights, as evaluation does, and
+reports the action MSE both in model units and in LIBERO's raw action units.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from libero_dp.config import TrainParams
+from libero_dp.dataformat import OBS_IMAGE_KEYS
+from libero_dp.fileio import atomic_path, write_json
+from libero_dp.language import language_table
+from libero_dp.policy import DiffusionPolicy, count_params, preset
+from libero_dp.sampling import diffusion_loss, inference_scheduler, sample, train_scheduler
+from libero_dp.tracking import stage_run
+from libero_dp.units import Transform
+from libero_dp.windows import WindowDataset
+
+LOG_COLUMNS = ("step", "loss", "lr", "val_mse", "samples_per_s")
+RAW_ACTION_NAMES = ("x", "y", "z", "rx", "ry", "rz", "gripper")
+#: Params that change logging, speed or placement but not what is learned: a run may resume across them.
+OPERATIONAL = frozenset({"val_every", "ckpt_every", "log_every", "num_workers", "device", "compile", "out_dir"})
+VAL_MAX_WINDOWS = 1024  # validation samples full chunks; an evenly spaced subset keeps it a small cost
+VAL_SAMPLING_STEPS = 5
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def _setup(device_pref: str) -> tuple[Dist, torch.device]:
+    """Single process, or one process per GPU under torchrun (which sets RANK / WORLD_SIZE / LOCAL_RANK)."""
+    if device_pref == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible")
+    cuda = device_pref != "cpu" and torch.cuda.is_available()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dd = Dist()
+    if world > 1:
+        local = int(os.environ["LOCAL_RANK"])
+        if cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if cuda else "gloo")
+        dd = Dist(dist.get_rank(), world, local)
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return dd, torch.device(f"cuda:{dd.local_rank}" if cuda else "cpu")
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+class StreamSampler:
+    """Endless batches of indices from a stream of per-epoch permutations, addressable by batch number.
+
+    Epoch e's order is a permutation drawn from (seed, e); rank r of N takes every N-th index of it. Starting
+    at batch b yields exactly what batches b, b+1, ... of a run from 0 are, without loading the skipped data.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1, start_batch: int = 0):
+        if n < world:
+            raise ValueError(f"{n} training windows cannot be shared among {world} ranks")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world, self.start_batch = rank, world, start_batch
+        self.per_rank = n // world
+
+    def _epoch(self, e: int) -> np.ndarray:
+        perm = np.random.default_rng([self.seed, e]).permutation(self.n)
+        return perm[self.rank : self.per_rank * self.world : self.world]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, offset = divmod(self.start_batch * self.batch_size, self.per_rank)
+        pending = self._epoch(epoch)[offset:]
+        while True:
+            while len(pending) < self.batch_size:
+                epoch += 1
+                pending = np.concatenate([pending, self._epoch(epoch)])
+            yield pending[: self.batch_size].tolist()
+            pending = pending[self.batch_size :]
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader workers: numpy's global RNG from torch's per-worker seed (itself from the loader generator)."""
+    np.random.seed(torch.initial_seed() % 2**32)
+
+
+def warmup_cosine(warmup: int, total: int) -> Any:
+    """LR factor for optimizer step s (0-based): linear warmup to 1, then cosine decay to 0 at `total`."""
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        progress = (s - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    """EMA with diffusers' warmup, min(decay, (1+s)/(10+s)), so early weights are not dominated by the init."""
+    d = min(decay, (1 + step) / (10 + step))
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - d)
+    for e, m in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(m)
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device, lang: tuple[torch.Tensor, torch.Tensor]
+               ) -> dict[str, torch.Tensor]:
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    out["lang"], out["lang_mask"] = lang[0][out["task_id"]], lang[1][out["task_id"]]
+    return out
+
+
+@torch.no_grad()
+def validate(
+    model: DiffusionPolicy,
+    loader: DataLoader,
+    lang: tuple[torch.Tensor, torch.Tensor],
+    transform: Transform,
+    prediction_type: str,
+    num_train_timesteps: int,
+    seed: int,
+    autocast: Any,
+) -> dict[str, Any]:
+    """Per-dimension MSE of sampled chunks against the demo's, over valid steps; the same noise every call."""
+    device = next(model.parameters()).device
+    scheduler = inference_scheduler(prediction_type, num_train_timesteps)
+    generator = torch.Generator().manual_seed(seed)
+    sq_model = sq_raw = 0.0
+    count = 0
+    for batch in loader:
+        b = _to_device(batch, device, lang)
+        with autocast:
+            obs = model.encode_obs(b["proprio"], b["images"], b["lang"], b["lang_mask"])
+            pred = sample(model, obs, scheduler, VAL_SAMPLING_STEPS, generator).float().cpu().numpy()
+        gt, valid = batch["actions"].numpy(), batch["mask"].numpy()
+        sq_model = sq_model + ((pred - gt) ** 2)[valid].sum(0)
+        raw_err = transform.actions_from_model(pred) - transform.actions_from_model(gt)
+        sq_raw = sq_raw + (raw_err**2)[valid].sum(0)
+        count += int(valid.sum())
+    per_dim = np.asarray(sq_raw) / max(count, 1)
+    return {
+        "val_mse": float(per_dim.mean()),
+        "val_mse_model": float(np.mean(np.asarray(sq_model) / max(count, 1))),
+        "val_mse_dim": dict(zip(RAW_ACTION_NAMES, per_dim.tolist(), strict=True)),
+    }
+
+
+def _write_log(path: Path, rows: dict[int, dict]) -> None:
+    with atomic_path(path, ".csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_COLUMNS, restval="")
+        w.writeheader()
+        w.writerows(rows[s] for s in sorted(rows))
+
+
+def _save_checkpoint(out_dir: Path, model: torch.nn.Module, ema: torch.nn.Module, state: dict, config: dict) -> None:
+    """train_state.pt alone is enough to resume; the safetensors and config.json are the policy for inference.
+
+    Each file is replaced atomically; train_state.pt carries its own copy of the weights, so a crash between
+    two files can never pair weights of one step with an optimizer of another.
+    """
+    with atomic_path(out_dir / "train_state.pt", ".pt") as tmp:
+        torch.save({**state, "model": model.state_dict(), "ema": ema.state_dict()}, tmp)
+    for name, m in (("model", model), ("ema", ema)):
+        tensors = {k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()}
+        with atomic_path(out_dir / f"{name}.safetensors", ".safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata={"step": str(state["step"])})
+    write_json(out_dir / "config.json", {**config, "step": state["step"]})
+
+
+def train(params: TrainParams, windows_dir: Path, out_dir: Path) -> dict:
+    """Train (or resume training) a policy on the windows in `windows_dir`; returns the final metrics.
+
+    Writes out_dir/{model,ema}.safetensors, config.json, language.safetensors, train_state.pt, and
+    out_dir/../metrics/{train_log.csv,train.json}. Under torchrun, rank 0 alone validates and writes; the other
+    ranks return {}.
+    """
+    windows_dir, out_dir = Path(windows_dir), Path(out_dir)
+    metrics_dir = out_dir.parent / "metrics"
+    dd, device = _setup(params.device)
+    cuda = device.type == "cuda"
+    if params.batch_size % dd.world:
+        raise ValueError(f"train.batch_size {params.batch_size} is not divisible by {dd.world} ranks")
+    per_rank = params.batch_size // dd.world
+
+    train_ds = WindowDataset(windows_dir, "train")
+    try:
+        val_ds = WindowDataset(windows_dir, "val")
+    except FileNotFoundError:  # scale.val_fraction = 0: nothing held out
+        val_ds = None
+    cfg = preset(params.preset, action_dim=train_ds.action_dim, proprio_dim=train_ds.proprio_dim,
+                 horizon=train_ds.horizon, num_cameras=train_ds.num_cameras, image_history=train_ds.image_history)
+    dataset = {"windows_dir": str(windows_dir), "train_windows": len(train_ds),
+               "val_windows": len(val_ds) if val_ds is not None else 0, "action_dim": train_ds.action_dim,
+               "proprio_dim": train_ds.proprio_dim, "horizon": train_ds.horizon,
+               "image_history": train_ds.image_history, "image_size": train_ds.image_size,
+               "num_cameras": train_ds.num_cameras, "cameras": list(OBS_IMAGE_KEYS),
+               "languages": train_ds.languages, "transform_path": str(train_ds.transform_path)}
+    config = {"policy": cfg.to_dict(), "train": params.model_dump(), "dataset": dataset}
+    fingerprint = {"policy": cfg.to_dict(), "dataset": dataset,
+                   "train": {k: v for k, v in params.model_dump().items() if k not in OPERATIONAL}}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    emb, mask = language_table(train_ds.languages, out_dir / "language.safetensors" if dd.main else None)
+    lang = (torch.from_numpy(emb).to(device), torch.from_numpy(mask).to(device))
+
+    torch.manual_seed(params.seed)
+    model = DiffusionPolicy(cfg).to(device)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": params.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=params.lr, fused=cuda)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(params.warmup_steps, params.steps))
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+
+    start, rows, accum = 0, {}, {"loss": 0.0, "loss_padded": 0.0, "n": 0}
+    state_path = out_dir / "train_state.pt"
+    if state_path.exists():
+        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        if saved["fingerprint"] == fingerprint:
+            model.load_state_dict(saved["model"])
+            ema.load_state_dict(saved["ema"])
+            opt.load_state_dict(saved["optimizer"])
+            lr_sched.load_state_dict(saved["lr_scheduler"])
+            start, rows, accum = saved["step"], saved["log"], saved["accum"]
+        elif dd.main:
+            print(f"{state_path}: made with other params or data; training from scratch")
+    if start > params.steps:
+        raise ValueError(f"{state_path} is at step {start}, past train.steps={params.steps}")
+
+    net: torch.nn.Module = model
+    if dd.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dd.local_rank] if cuda else None)
+    if params.compile:
+        net = torch.compile(net)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and params.bf16 else nullcontext()
+    noise_sched = train_scheduler(params.prediction_type, params.num_train_timesteps)
+    loader = DataLoader(
+        train_ds,
+        batch_sampler=StreamSampler(len(train_ds), per_rank, params.seed, dd.rank, dd.world, start_batch=start),
+        num_workers=params.num_workers,
+        pin_memory=cuda,
+        worker_init_fn=_seed_worker,
+        generator=torch.Generator().manual_seed(params.seed),
+    )
+    val_loader = None
+    if val_ds is not None and dd.main:
+        keep = np.unique(np.linspace(0, len(val_ds) - 1, min(len(val_ds), VAL_MAX_WINDOWS)).round().astype(int))
+        val_loader = DataLoader(Subset(val_ds, keep.tolist()), batch_size=per_rank, num_workers=params.num_workers)
+    transform = Transform.load(train_ds.transform_path)
+
+    def run_validation(run: Any, step: int) -> dict[str, Any]:
+        val = validate(ema, val_loader, lang, transform, params.prediction_type, params.num_train_timesteps,
+                       params.seed, autocast)
+        rows.setdefault(step, {"step": step})["val_mse"] = val["val_mse"]
+        run.log_metrics(val, step=step)
+        tqdm.write(f"step {step}: val_mse {val['val_mse']:.5f} (raw units), {val['val_mse_model']:.5f} (model)")
+        return val
+
+    val: dict[str, Any] = {}
+    train_time, trained = 0.0, 0
+    with stage_run("train", config) if dd.main else nullcontext() as run:
+        if dd.main:
+            run.log_metrics({"params": count_params(model)})
+        bar = tqdm(total=params.steps, initial=start, disable=not dd.main, desc="train", dynamic_ncols=True)
+        batches = iter(loader)
+        tick, interval_steps = time.perf_counter(), 0
+        for step in range(start + 1, params.steps + 1):
+            batch = _to_device(next(batches), device, lang)
+            seed = step_seed(params.seed, step, dd.rank)
+            torch.manual_seed(seed)  # dropout
+            with autocast:
+                loss, info = diffusion_loss(net, batch, noise_sched, params.prediction_type,
+                                            torch.Generator().manual_seed(seed))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if params.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)
+            lr = opt.param_groups[0]["lr"]
+            opt.step()
+            lr_sched.step()
+            ema_update(ema, model, params.ema_decay, step)
+            accum = {"loss": accum["loss"] + info["loss"], "loss_padded": accum["loss_padded"] + info["loss_padded"],
+                     "n": accum["n"] + 1}
+            interval_steps += 1
+            bar.update()
+
+            if step % params.log_every == 0 or step == params.steps:
+                means = torch.stack([torch.as_tensor(accum[k], device=device, dtype=torch.float32) / accum["n"]
+                                     for k in ("loss", "loss_padded")])
+                if dd.world > 1:
+                    dist.all_reduce(means, op=dist.ReduceOp.AVG)
+                elapsed = time.perf_counter() - tick
+                train_time, trained = train_time + elapsed, trained + interval_steps
+                metrics = {"loss": means[0].item(), "loss_padded": means[1].item(), "lr": lr,
+                           "samples_per_s": interval_steps * params.batch_size / elapsed}
+                accum = {"loss": 0.0, "loss_padded": 0.0, "n": 0}
+                if dd.main:
+                    rows.setdefault(step, {"step": step}).update(
+                        {k: metrics[k] for k in ("loss", "lr", "samples_per_s")})
+                    run.log_metrics(metrics, step=step)
+                    bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{lr:.2e}")
+                tick, interval_steps = time.perf_counter(), 0
+            pause = time.perf_counter()  # validation and checkpoints do not count against samples/s
+            if val_loader is not None and (step % params.val_every == 0 or step == params.steps):
+                val = run_validation(run, step)
+            if step % params.ckpt_every == 0 or step == params.steps:
+                if dd.main:
+                    state = {"step": step, "log": rows, "fingerprint": fingerprint, "optimizer": opt.state_dict(),
+                             "lr_scheduler": lr_sched.state_dict(),
+                             "accum": {k: float(v) for k, v in accum.items()}}
+                    _save_checkpoint(out_dir, model, ema, state, config)
+                    _write_log(metrics_dir / "train_log.csv", rows)
+                dd.barrier()
+            tick += time.perf_counter() - pause
+        bar.close()
+
+        final: dict[str, Any] = {}
+        if dd.main:
+            if val_loader is not None and not val:
+                val = run_validation(run, params.steps)  # resumed a finished run: no step ran to validate
+            last = rows[max(s for s in rows if rows[s].get("loss", "") != "")] if rows else {}
+            final = {"steps": params.steps, "loss": last.get("loss"), **val, "params": count_params(model),
+                     "samples_per_s": trained * params.batch_size / train_time if train_time else None,
+                     "device": str(device), "world_size": dd.world}
+            _write_log(metrics_dir / "train_log.csv", rows)
+            write_json(metrics_dir / "train.json", final)
+            run.log_metrics({f"final_{k}": v for k, v in final.items()})
+    if dd.world > 1:
+        dist.destroy_process_group()
+    return final

@@ -1,0 +1,99 @@
+"""Extract: reads our official-layout files and rejects each kind of bad input with a precise message."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from libero_dp.config import ExtractParams
+from libero_dp.dataformat import DemoFileError
+from libero_dp.extract import extract
+
+pytestmark = pytest.mark.sim
+
+
+def test_extract_reads_our_files(tiny_extracted: Path, tiny_demos) -> None:
+    meta = json.loads((tiny_extracted / "meta.json").read_text())
+    episodes = json.loads((tiny_extracted / "episodes.json").read_text())
+    with h5py.File(next(tiny_demos[0].glob("*_demo.hdf5"))) as f:
+        lengths = [f[f"data/demo_{i}"].attrs["num_samples"] for i in range(f["data"].attrs["num_demos"])]
+        raw0 = f["data/demo_0/obs/agentview_rgb"][0]
+        act1 = f["data/demo_0/actions"][1]
+    assert [e["end"] - e["start"] for e in episodes] == [n - 1 for n in lengths]
+    imgs = np.load(tiny_extracted / "frames" / "agentview_rgb.npy", mmap_mode="r")
+    assert imgs.shape[0] == meta["frames"]
+    np.testing.assert_array_equal(imgs[0], raw0[::-1])  # stored upside down (OpenGL), extracted upright
+    np.testing.assert_array_equal(np.load(tiny_extracted / "actions.npy")[0], act1)  # obs[j-1] -> actions[j]
+
+
+def _mutated(src_dir: Path, tmp: Path, fn: Callable[[h5py.File], None]) -> Path:
+    d = tmp / "src"
+    d.mkdir()
+    src = next(src_dir.glob("*_demo.hdf5"))
+    dst = d / src.name
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        fn(f)
+    return d
+
+
+def _replace(f: h5py.File, key: str, data: np.ndarray) -> None:
+    del f[key]
+    f[key] = data
+
+
+CASES = {
+    "missing_data_group": (lambda f: f.move("data", "other"), "missing group 'data'"),
+    "missing_obs_key": (lambda f: f.__delitem__("data/demo_1/obs/ee_pos"), "data/demo_1/obs/ee_pos: missing dataset"),
+    "missing_actions": (lambda f: f.__delitem__("data/demo_0/actions"), "data/demo_0/actions: missing dataset"),
+    "wrong_action_shape": (
+        lambda f: _replace(f, "data/demo_0/actions", np.zeros((f["data/demo_0/actions"].shape[0], 6))),
+        "data/demo_0/actions: expected shape (T, 7)"),
+    "wrong_image_dtype": (
+        lambda f: _replace(f, "data/demo_0/obs/agentview_rgb", f["data/demo_0/obs/agentview_rgb"][()].astype(np.float32)),
+        "data/demo_0/obs/agentview_rgb: expected uint8"),
+    "nan_action": (
+        lambda f: f["data/demo_1/actions"].__setitem__((3, 2), np.nan),
+        "data/demo_1/actions: contains NaN/inf (first at step 3)"),
+    "inf_proprio": (
+        lambda f: f["data/demo_0/obs/gripper_states"].__setitem__((5, 0), np.inf),
+        "data/demo_0/obs/gripper_states: contains NaN/inf"),
+    "empty_demo": (lambda f: _replace(f, "data/demo_0/actions", np.zeros((0, 7))), "data/demo_0: empty demo"),
+    "mismatched_lengths": (
+        lambda f: _replace(f, "data/demo_1/obs/joint_states", f["data/demo_1/obs/joint_states"][:-3]),
+        "data/demo_1/obs/joint_states: length"),
+    "no_demos": (lambda f: [f.__delitem__(f"data/{k}") for k in list(f["data"].keys())], "no demo_<i> groups"),
+    "bad_problem_info": (lambda f: f["data"].attrs.__setitem__("problem_info", "{not json"), "problem_info"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_extract_rejects_bad_input(case: str, tiny_demos, tmp_path: Path) -> None:
+    fn, message = CASES[case]
+    src = _mutated(tiny_demos[0], tmp_path, fn)
+    out = tmp_path / "out"
+    with pytest.raises(DemoFileError) as e:
+        extract(ExtractParams(source_dir=str(src), out_dir=str(out), min_length=10))
+    assert message in str(e.value)
+    assert str(src) in str(e.value)  # names the file
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))  # no partial output
+
+
+def test_extract_rejects_non_hdf5_and_short(tiny_demos, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "KITCHEN_SCENE1_x_demo.hdf5").write_text("not an hdf5 file")
+    with pytest.raises(DemoFileError, match="not an HDF5 file"):
+        extract(ExtractParams(source_dir=str(src), out_dir=str(tmp_path / "o")))
+    good = tiny_demos[0]
+    with pytest.raises(DemoFileError, match="expected at least extract.min_length=100000"):
+        extract(ExtractParams(source_dir=str(good), out_dir=str(tmp_path / "o"), min_length=100000))
+    with pytest.raises(DemoFileError, match="file not found for task 'NOPE'"):
+        extract(ExtractParams(source_dir=str(good), tasks=["NOPE"], out_dir=str(tmp_path / "o")))
+    assert not (tmp_path / "o").exists()
