@@ -79,6 +79,7 @@ class EpisodeSpec:
     init_index: int | None = None  # official init state used (None for replay)
     demo: str | None = None  # replayed demo key
     actions: np.ndarray | None = field(default=None, repr=False)
+    ref_states: np.ndarray | None = field(default=None, repr=False)  # the demo's states, to check the replay
 
     @property
     def key(self) -> str:
@@ -117,7 +118,8 @@ def replay_specs(task: sim.TaskSpec, demo_file: Path, seeds: list[int], episodes
                                      "seed of the recorded reset (fixture placement), as our collector stores it")
                 out.append(EpisodeSpec(task, i, s, int(g.attrs["reset_seed"]), np.asarray(g.attrs["init_state"]),
                                        0, int(g["actions"].shape[0]), task.language, demo=k,
-                                       actions=np.asarray(g["actions"][()], dtype=np.float64)))
+                                       actions=np.asarray(g["actions"][()], dtype=np.float64),
+                                       ref_states=np.asarray(g["states"][()]) if "states" in g else None))
     return out
 
 
@@ -252,8 +254,34 @@ def render_upright(env: Any, image_size: int) -> dict[str, np.ndarray]:
     return {k: sim.upright(v) for k, v in sim.render_views(env, image_size).items()}
 
 
-def model_hash(env: Any) -> str:
-    return hashlib.sha1(sim.model_xml(env).encode()).hexdigest()[:16]
+def make_eval_env(task: sim.TaskSpec, image_size: int) -> Any:
+    """sim.make_env, remembering how many object-property samplers a fresh env holds (see `reset_env`)."""
+    env = sim.make_env(task, image_size=image_size, render=True)
+    env._eval_prop_init_len = len(getattr(env.env, "object_property_initializers", []))
+    return env
+
+
+def reset_env(env: Any, reset_seed: int, init_state: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """sim.reset_to, made independent of how many resets the env has done before.
+
+    LIBERO appends its object-property samplers (e.g. the drawer's OpenCloseSampler) to a list on every hard
+    reset and draws from each one, so the np.random draws before the fixture placement grow with the reset
+    count: seeding alone reproduces a placement only in an env with the same history (measured: three
+    `reset_to(env, 0)` in a row gave cabinet positions 1.3 cm apart). Trimming the list back to a fresh
+    env's length makes every reset place fixtures exactly as the first reset of a fresh env with that seed.
+    """
+    props = getattr(env.env, "object_property_initializers", None)
+    n0 = getattr(env, "_eval_prop_init_len", None)
+    if isinstance(props, list) and n0 is not None:
+        del props[n0:]
+    return sim.reset_to(env, reset_seed, init_state)
+
+
+def placement_hash(env: Any) -> str:
+    """Fingerprint of the fixture placement (body poses of the model; the XML string lags one reset)."""
+    m = env.sim.model
+    data = np.ascontiguousarray(m.body_pos).tobytes() + np.ascontiguousarray(m.body_quat).tobytes()
+    return hashlib.sha1(data).hexdigest()[:16]
 
 
 def rollout(env: Any, spec: EpisodeSpec, ctrl: Controller, *, image_size: int, render: str = "on_demand",
@@ -271,8 +299,8 @@ def rollout(env: Any, spec: EpisodeSpec, ctrl: Controller, *, image_size: int, r
     steps_to_success: int | None = None
     renders, render_s, t, error, mhash = 0, 0.0, 0, None, None
     try:
-        obs = sim.reset_to(env, spec.reset_seed, spec.init_state)
-        mhash = model_hash(env)
+        obs = reset_env(env, spec.reset_seed, spec.init_state)
+        mhash = placement_hash(env)
         for _ in range(spec.wait_steps):
             obs, _, _, info = env.step(NOOP.copy())
             info_keys.update(info)
@@ -283,7 +311,8 @@ def rollout(env: Any, spec: EpisodeSpec, ctrl: Controller, *, image_size: int, r
         states.append(sim.get_state(env))
         eef.append(np.asarray(obs["robot0_eef_pos"], dtype=np.float64))
         while t < limit:
-            if render == "every_step" or (ctrl.uses_images and ctrl.steps_until_replan() <= k - 1):
+            until = ctrl.steps_until_replan()  # images are read at t + until, if the episode gets there
+            if render == "every_step" or (ctrl.uses_images and until <= k - 1 and t + until < limit):
                 r0 = time.perf_counter()
                 buf[t] = render_upright(env, image_size)
                 render_s += time.perf_counter() - r0
@@ -337,11 +366,14 @@ def rollout(env: Any, spec: EpisodeSpec, ctrl: Controller, *, image_size: int, r
         "wall_s": time.perf_counter() - t_start,
         "error": error,
         "info_keys_seen": sorted(info_keys),
-        "model_hash": mhash,
+        "placement_hash": mhash,
         "gripper_closed": bool(np.any(raw_arr[:, 6] > 0)) if len(raw_arr) else False,
         "failure": None,
         "eef_path": np.round(np.asarray(eef), 5).tolist(),
     }
+    if spec.ref_states is not None and states:
+        n = min(len(states), len(spec.ref_states))
+        rec["replay_max_state_diff"] = float(np.max(np.abs(np.asarray(states[:n]) - spec.ref_states[:n])))
     rec["failure"] = failure_label(rec, needs_grasp)
     arrays = {"states": np.asarray(states, dtype=np.float64), "actions": np.asarray(executed, dtype=np.float64)}
     return rec, arrays
@@ -435,7 +467,7 @@ class EpisodeWorker:
                 old.close()
             except Exception:  # noqa: BLE001 - closing a broken env must not cost the next episode
                 pass
-        self.envs[task.key] = sim.make_env(task, image_size=self.cfg.image_size, render=True)
+        self.envs[task.key] = make_eval_env(task, self.cfg.image_size)
         return self.envs[task.key]
 
     def controller(self, spec: EpisodeSpec) -> Controller:
@@ -469,8 +501,8 @@ class EpisodeWorker:
         from libero_dp.video import encode_mp4
 
         env = self.env(task)
-        sim.reset_to(env, reset_seed)
-        if mhash is not None and model_hash(env) != mhash:
+        reset_env(env, reset_seed)
+        if mhash is not None and placement_hash(env) != mhash:
             raise RuntimeError(f"reset seed {reset_seed} did not reproduce the episode's model of {task.name}")
         picks = list(range(0, len(states), every))
         if picks[-1] != len(states) - 1:
@@ -491,7 +523,7 @@ def _error_record(spec: EpisodeSpec, policy: str, error: str) -> dict[str, Any]:
         "policy": policy, "success": False, "steps_to_success": None, "steps": 0, "wait_steps": spec.wait_steps,
         "chunks": 0, "clip_rate": None, "clip_overshoot_mean": None, "clip_overshoot_max": None,
         "out_of_range_rate": None, "inference_ms": None, "renders": 0, "render_s": 0.0, "wall_s": 0.0,
-        "error": error, "info_keys_seen": [], "model_hash": None, "gripper_closed": False, "failure": "error",
+        "error": error, "info_keys_seen": [], "placement_hash": None, "gripper_closed": False, "failure": "error",
         "eef_path": [],
     }
 
@@ -617,31 +649,30 @@ def hash_paths(paths: list[Path]) -> str:
 def model_info(models_dir: Path) -> dict[str, Any]:
     """Tasks, languages and data image size the policy was trained on, from models/config.json.
 
-    Looks for the keys wherever they sit (config['dataset'] first); absent keys are left out.
+    config['dataset'] (train.py) holds image_size (the extracted frames' size, which the policy is fed; the
+    encoder resizes internally), languages and windows_dir; task names come from config['dataset']['task_names']
+    if present, else from the windows stage's meta.json (same order as languages).
     """
     path = Path(models_dir) / "config.json"
     if not path.exists():
         return {}
-    cfg = json.loads(path.read_text())
-    found: dict[str, Any] = {}
+    ds = json.loads(path.read_text()).get("dataset", {})
+    info: dict[str, Any] = {k: ds[k] for k in ("task_names", "languages") if k in ds}
+    if "image_size" in ds:
+        info["data_image_size"] = int(ds["image_size"])
+    meta = Path(ds.get("windows_dir", "")) / "meta.json"
+    if "task_names" not in info and ds.get("windows_dir") and meta.exists():
+        m = json.loads(meta.read_text())
+        info["task_names"] = m.get("task_names", [])
+        info.setdefault("languages", m.get("languages", []))
+    return info
 
-    def walk(d: Any) -> None:
-        if isinstance(d, dict):
-            for k, v in d.items():
-                if k in ("task_names", "languages", "data_image_size") and k not in found:
-                    found[k] = v
-                walk(v)
 
-    walk(cfg.get("dataset", {}))
-    walk(cfg)
-    ds = cfg.get("dataset", {})
-    if "data_image_size" not in found and isinstance(ds, dict) and "image_size" in ds:
-        found["data_image_size"] = ds["image_size"]
-    if "data_image_size" not in found and isinstance(ds, dict) and ds.get("extracted_dir"):
-        meta = Path(ds["extracted_dir"]) / "meta.json"
-        if meta.exists():
-            found["data_image_size"] = json.loads(meta.read_text())["image_size"]
-    return found
+def checkpoint_files(models_dir: Path, weights: str) -> list[Path]:
+    """The files PolicyRunner.load reads (train_state.pt, with the optimizer, is not one of them)."""
+    names = ["config.json", "ema.safetensors" if weights == "ema" else "model.safetensors", "language.safetensors"]
+    files = [Path(models_dir) / n for n in names if (Path(models_dir) / n).exists()]
+    return files or [Path(models_dir)]
 
 
 def _demo_file(demos_dir: Path, task: sim.TaskSpec) -> Path:
@@ -672,7 +703,7 @@ def cache_key(ep: EvalParams, xp: ExecParams, models_dir: Path, stats_path: Path
     if ep.policy == "learned":
         parts.update(weights=ep.weights, exec=xp.model_dump(), stats=hash_paths([stats_path]))
         if runner_factory is None:
-            parts["checkpoint"] = hash_paths([models_dir])
+            parts["checkpoint"] = hash_paths(checkpoint_files(models_dir, ep.weights))
             code += [here / "sampling.py", here / "policy.py", here / "units.py"]
         else:
             fn = getattr(runner_factory, "func", runner_factory)
@@ -835,7 +866,7 @@ def _make_videos(ep: EvalParams, specs: list[EpisodeSpec], records: dict, cache:
         for s in todo:
             with np.load(_record_path(cache, s).with_suffix(".npz")) as z:
                 states = z["states"]
-            jobs.append((s.task, records[s.key]["reset_seed"], states, records[s.key].get("model_hash"),
+            jobs.append((s.task, records[s.key]["reset_seed"], states, records[s.key].get("placement_hash"),
                          ep.video_every))
         for s, res in zip(todo, pool.map_videos(jobs), strict=True):
             if isinstance(res, Exception):

@@ -36,6 +36,7 @@ from libero_dp.metrics import wilson
 
 FAILURE_LABELS = ("error", "timed_out_moving", "stuck", "gripper_never_closed")
 VIDEO_EMBED_MAX = 2 * 1024 * 1024  # bytes; larger videos are linked so the page stays loadable
+VIDEO_EMBED_TOTAL = 40 * 1024 * 1024  # bytes of video per page; failures first, the rest are linked
 REQUIRED_METRICS = ("eval", "scale", "train")
 UNITS = ("m", "cm", "mm")
 MAX_FAILURES_LISTED = 25  # per label, so a 4500-episode eval does not produce a megabyte table
@@ -246,7 +247,10 @@ def row_from_metrics(name: str, m: dict) -> RateRow:
     else:
         mean_s, med_s = m.get("mean_steps_to_success", steps), m.get("median_steps_to_success")
     return RateRow(name=name, n=n, successes=int(succ), steps_mean=_num(mean_s), steps_median=_num(med_s),
-                   clip_rate=_num(m.get("clip_rate")), out_of_range_rate=_num(m.get("out_of_range_rate")))
+                   clip_rate=_num(m.get("mean_clip_rate", m.get("clip_rate"))),
+                   out_of_range_rate=_num(m.get("mean_out_of_range_rate", m.get("out_of_range_rate"))),
+                   inference_ms=_num(m.get("mean_inference_ms", m.get("inference_ms"))),
+                   failures={k: int(v) for k, v in (m.get("failures") or {}).items() if v})
 
 
 def _num(x: Any) -> float | None:
@@ -275,15 +279,28 @@ def task_rows(ev: dict, records: list[dict], warnings: list[str] | None = None) 
     return rows
 
 
+def task_family(task: str) -> str:
+    """LIBERO-90 task names start with their scene (KITCHEN_SCENE10_...): the scene is the task's family."""
+    m = re.match(r"^([A-Z_]*SCENE\d+)_", task)
+    return m.group(1) if m else task
+
+
 def family_rows(ev: dict, records: list[dict]) -> list[RateRow]:
-    """Per-family rows when the metrics carry families (records' `family` field or eval.json `families`)."""
+    """Per-family rows: records' `family`, else eval.json `families`, else scenes when there are several."""
     fams: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         if r.get("family"):
             fams[str(r["family"])].append(r)
     if fams:
         return [rate_row(f, recs) for f, recs in sorted(fams.items())]
-    return [row_from_metrics(f, m) for f, m in sorted(_family_entries(ev).items())]
+    if _family_entries(ev):
+        return [row_from_metrics(f, m) for f, m in sorted(_family_entries(ev).items())]
+    for r in records:
+        fams[task_family(str(r.get("task")))].append(r)
+    tasks = {str(r.get("task")) for r in records}
+    if len(fams) > 1 and len(fams) < len(tasks):
+        return [rate_row(f, recs) for f, recs in sorted(fams.items())]
+    return []
 
 
 def ratio_verdict(r: float | None) -> str:
@@ -458,15 +475,19 @@ def fig_histograms(hist: dict) -> str | None:
 
 
 def pick_path_episodes(records: list[dict], n: int) -> list[dict]:
-    """Alternate successes and failures (those with a recorded eef path) so both behaviours are shown."""
+    """Alternate successes and failures (with a recorded eef path), spread over tasks, so both behaviours
+    and more than one scene are shown."""
     with_path = [r for r in records if _path(r) is not None]
-    succ = [r for r in with_path if r.get("success")]
-    fail = [r for r in with_path if not r.get("success")]
+    pools = [[r for r in with_path if r.get("success")], [r for r in with_path if not r.get("success")]]
     out: list[dict] = []
-    while len(out) < n and (succ or fail):
-        for pool in (succ, fail):
+    shown: Counter[str] = Counter()
+    while len(out) < n and any(pools):
+        for pool in pools:
             if pool and len(out) < n:
-                out.append(pool.pop(0))
+                best = min(range(len(pool)), key=lambda i: shown[str(pool[i].get("task"))])
+                rec = pool.pop(best)
+                shown[str(rec.get("task"))] += 1
+                out.append(rec)
     return out
 
 
@@ -534,42 +555,55 @@ def fig_failures(records: list[dict]) -> str | None:
             left += c
     ax.set_yticks(y, [_short(t) for t in tasks], fontsize=8)
     ax.set_xlabel("failed episodes")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("failures by label")
     return png_b64(fig)
 
 
 # ----------------------------------------------------------------------------------------------- videos
+def video_name(rec: dict) -> str | None:
+    """The eval stage's name for an episode's video: <task>_s<seed>_e<episode:03d>_<success|failure>.mp4."""
+    if rec.get("task") is None or rec.get("seed") is None or rec.get("episode") is None:
+        return None
+    return (f"{rec['task']}_s{rec['seed']}_e{int(rec['episode']):03d}_"
+            f"{'success' if rec.get('success') else 'failure'}.mp4")
+
+
 def match_video(rec: dict, videos: list[Path], eval_dir: Path) -> Path | None:
-    """The record's own video field if it has one, else a file named after its task, init index and seed."""
+    """The record's own video field if it has one, else the file the eval stage names after the episode."""
     v = rget(rec, _K_VIDEO)
     if v:
         for cand in (Path(v), eval_dir / v, eval_dir / "videos" / Path(v).name):
             if cand.exists():
                 return cand
-    task, init, seed = str(rec.get("task")), rget(rec, _K_INIT), rec.get("seed")
-    for p in videos:
-        stem = p.stem
-        if task not in stem or init is None:
-            continue
-        rest = stem.replace(task, " ")
-        nums = [int(x) for x in re.findall(r"\d+", rest)]
-        if int(init) in nums and (seed is None or int(seed) in nums or len(nums) == 1):
-            return p
-    return None
+    name = video_name(rec)
+    return next((p for p in videos if p.name == name), None) if name else None
 
 
-def video_html(path: Path, out_dir: Path) -> str:
-    """Embedded (<2 MB) so the page stays self-contained, else a relative link beside a player."""
+class VideoBudget:
+    """Total bytes of video embedded in one page: 90 tasks x 4 videos would otherwise make it ~100 MB."""
+
+    def __init__(self, total: int | None = None) -> None:
+        self.left = VIDEO_EMBED_TOTAL if total is None else total
+
+    def take(self, size: int) -> bool:
+        if size < VIDEO_EMBED_MAX and size <= self.left:
+            self.left -= size
+            return True
+        return False
+
+
+def video_html(path: Path, out_dir: Path, budget: VideoBudget | None = None) -> str:
+    """Embedded (<2 MB, within the page's budget) so the page is self-contained, else a relative link."""
     size = path.stat().st_size
-    if size < VIDEO_EMBED_MAX:
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        src = f"data:video/mp4;base64,{data}"
+    embed = (budget or VideoBudget()).take(size)
+    if embed:
+        src = "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
     else:
         src = html.escape(os.path.relpath(path, out_dir))
     return (f'<figure class="video"><video controls muted loop preload="metadata" width="256" src="{src}">'
             f'</video><figcaption>{html.escape(path.name)} ({size / 1e6:.2f} MB'
-            f'{"" if size < VIDEO_EMBED_MAX else ", linked"})</figcaption></figure>')
+            f'{"" if embed else ", linked"})</figcaption></figure>')
 
 
 # ----------------------------------------------------------------------------------------------- tables
@@ -691,8 +725,8 @@ def _ratio_text(scale_m: dict) -> tuple[str, bool]:
     if others:
         parts.append("Same data in other units — " + "; ".join(others) + ".")
     parts.append("The seed's failure: positions in metres were ~20x smaller than the rotation values "
-                 "(ratio ~0.05), the model's outputs left the training range and were clipped; "
-                 "centimetres bring the ratio to ~1.")
+                 "(ratio ~0.05), the model's outputs left the training range and were clipped; the fix, "
+                 "centimetres, brings the ratio to order 1.")
     ok = r is not None and 0.2 <= r <= 5
     return " ".join(parts), ok
 
@@ -728,6 +762,7 @@ def render(inputs: Inputs, paths_episodes: int = 3, out_dir: Path = Path("report
     for r in failed:
         groups[failure_label(r)].append(r)
     used: set[Path] = set()
+    budget = VideoBudget()
     fail_html = []
     for lab in [*FAILURE_LABELS, *sorted(set(groups) - set(FAILURE_LABELS))]:
         recs = groups.get(lab, [])
@@ -736,16 +771,17 @@ def render(inputs: Inputs, paths_episodes: int = 3, out_dir: Path = Path("report
         rows, vids = [], []
         for r in recs[:MAX_FAILURES_LISTED]:
             v = match_video(r, inputs.videos, inputs.eval_dir)
-            rows.append([str(r.get("task")), str(rget(r, _K_INIT, "–")), str(r.get("seed", "–")),
-                         str(r.get("steps", "–")), _fmt(_num(r.get("clip_rate")), ".2%"),
-                         str(r.get("error") or "")[:200], v.name if v else ""])
+            rows.append([str(r.get("task")), str(r.get("episode", "–")), str(rget(r, _K_INIT, "–")),
+                         str(r.get("seed", "–")), str(r.get("steps", "–")),
+                         _fmt(_num(r.get("clip_rate")), ".2%"), str(r.get("error") or "")[:200],
+                         "below" if v else ""])
             if v is not None and v not in used:
                 used.add(v)
-                vids.append(video_html(v, out_dir))
+                vids.append(video_html(v, out_dir, budget))
         more = len(recs) - MAX_FAILURES_LISTED
         fail_html.append(
             f"<h3>{html.escape(lab)} — {len(recs)} episode(s)</h3>"
-            + html_table(["task", "init", "seed", "steps", "clip rate", "error", "video"], rows)
+            + html_table(["task", "episode", "init", "seed", "steps", "clip rate", "error", "video"], rows)
             + (f"<p>… and {more} more.</p>" if more > 0 else "")
             + (f'<div class="videos">{"".join(vids)}</div>' if vids
                else "<p><i>no video for these episodes</i></p>"))
@@ -813,7 +849,7 @@ best validation MSE {_fmt(best_val['val_mse'] if best_val else None, '.4g')} at 
 {', '.join(f'{k}: {v}' for k, v in Counter(failure_label(r) for r in failed).most_common())}</p>
 {_img(images['failures'], 'failures by label')}
 {''.join(fail_html)}
-{('<h3>Other videos</h3><div class="videos">' + ''.join(video_html(v, out_dir) for v in other_videos)
+{('<h3>Other videos</h3><div class="videos">' + ''.join(video_html(v, out_dir, budget) for v in other_videos)
   + '</div>') if other_videos else ''}
 <h2 id="provenance">Params and provenance</h2>
 <p>git revision <code>{html.escape(git.get('rev', 'unknown'))}</code>
@@ -875,6 +911,7 @@ def build_report(out_dir: Path, inputs: Inputs, paths_episodes: int = 3,
     for name, text in (("index.html", rep.html), ("summary.md", rep.markdown)):
         with atomic_path(out_dir / name, Path(name).suffix) as tmp:
             tmp.write_text(text)
+            tmp.chmod(0o644)  # mkstemp's 0600 would hide the page from a web server or another user
         written.append(out_dir / name)
     if tasks_csv is not None:
         write_tasks_csv(Path(tasks_csv), rep.tasks, rep.overall)

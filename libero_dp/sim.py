@@ -138,7 +138,16 @@ def make_env(task: TaskSpec, image_size: int = 128, render: bool = True) -> Any:
 
 
 def reset_to(env: Any, reset_seed: int, init_state: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Reset reproducibly: LIBERO samples fixture placements from the global np.random in reset()."""
+    """Reset reproducibly: LIBERO samples fixture placements from the global np.random in reset().
+
+    LIBERO appends its articulated-object property samplers to a list on every hard reset without clearing
+    it, so each reset draws one more random number than the last and the placement (e.g. the cabinet's
+    position) depends on how many resets the env has seen. Clearing the list first makes a reset depend
+    only on its seed, whichever worker runs it and in whatever order.
+    """
+    inner = getattr(env, "env", env)
+    if isinstance(getattr(inner, "object_property_initializers", None), list):
+        inner.object_property_initializers.clear()
     np.random.seed(reset_seed)
     obs = env.reset()
     if init_state is not None:
