@@ -5,9 +5,11 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PKGS := libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libopengl0 libosmesa6
+APT_PKGS := libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libopengl0 libosmesa6 chromium
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
+# absolute, so `dvc exp run --temp/--queue` copies log to the same embedded store
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
 .PHONY: run test setup system-deps lint compare bench clean-cache
 

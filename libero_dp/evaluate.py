@@ -10,8 +10,8 @@ Why the pieces look the way they do:
   `sim.render_views`, flipped upright, the last K frames oldest first (padded at the start by repeating the
   first policy frame), proprio from `sim.proprio_from_obs` -> `Transform.proprio_to_model`.
 * Rendering dominates the cost (~140 ms per step for both cameras on this CPU machine), so images are rendered
-  only at the steps the policy reads (the re-plan step and the K-1 before it). `eval.render: every_step` renders
-  every step instead (benchmarking); both give identical pixels at the steps read (tested).
+  only at the steps the policy reads (the re-plan step and the K-1 before it). `eval.render: every_step`
+  renders every step instead (benchmarking); both give identical pixels at the steps read (tested).
 * Videos are not rendered during the episode: each step's flattened sim state is stored (cheap) and the chosen
   episodes are re-rendered afterwards from the seeded reset (same fixture placement) + `sim.set_state`.
 * Each episode is an independent unit on a Ray actor; its record is cached as one JSON file the moment it
@@ -21,11 +21,11 @@ Why the pieces look the way they do:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import os
-import shutil
 import time
 import traceback
 from collections import OrderedDict, deque
@@ -63,7 +63,7 @@ class Runner(Protocol):
                       seed: int | None = None) -> np.ndarray: ...
 
 
-# ---------------------------------------------------------------------------------------------------- episodes
+# ------------------------------------------------------------------------------------------ episodes
 @dataclass
 class EpisodeSpec:
     """One unit of work. For `replay`, reset seed / init state / actions come from the demo file."""
@@ -114,16 +114,17 @@ def replay_specs(task: sim.TaskSpec, demo_file: Path, seeds: list[int], episodes
                 k = keys[i % len(keys)]
                 g = f["data"][k]
                 if "reset_seed" not in g.attrs:
-                    raise ValueError(f"{demo_file}: data/{k} has no 'reset_seed' attribute; replay needs the "
-                                     "seed of the recorded reset (fixture placement), as our collector stores it")
-                out.append(EpisodeSpec(task, i, s, int(g.attrs["reset_seed"]), np.asarray(g.attrs["init_state"]),
+                    raise ValueError(f"{demo_file}: data/{k} has no 'reset_seed' attribute; replay needs "
+                                     "the seed of the recorded reset (fixture placement), as collect stores")
+                init = np.asarray(g.attrs["init_state"])
+                out.append(EpisodeSpec(task, i, s, int(g.attrs["reset_seed"]), init,
                                        0, int(g["actions"].shape[0]), task.language, demo=k,
                                        actions=np.asarray(g["actions"][()], dtype=np.float64),
                                        ref_states=np.asarray(g["states"][()]) if "states" in g else None))
     return out
 
 
-# ---------------------------------------------------------------------------------------------------- controllers
+# --------------------------------------------------------------------------------------- controllers
 class Controller:
     """Turns observations into raw (unclipped) 7-D actions; base class = no images, acts every step."""
 
@@ -177,7 +178,7 @@ class ReplayController(Controller):
 
 
 def executed_indices(horizon: int, steps: int, stride: int) -> list[int]:
-    """Chunk indices executed before re-planning: chunk[0:steps:stride] (steps=64, stride=8 -> 0, 8, ..., 56)."""
+    """Chunk indices run before re-planning: chunk[0:steps:stride] (steps 64, stride 8 -> 0, 8, .., 56)."""
     if not 1 <= steps <= horizon:
         raise ValueError(f"exec.steps={steps}: expected 1..H where H={horizon} is the policy's chunk length")
     if stride < 1:
@@ -212,11 +213,13 @@ class ChunkController(Controller):
         proprio = self.transform.proprio_to_model(prop["ee_pos"], prop["ee_ori"], prop["gripper_states"])
         seed = (self.seed_base * 1000 + self.chunks) % 2**31  # reproducible noise per (episode, chunk)
         t0 = time.perf_counter()
-        chunk = np.asarray(self.runner.predict_chunk(frames, proprio, self.language, seed=seed), dtype=np.float64)
+        chunk = self.runner.predict_chunk(frames, proprio, self.language, seed=seed)
+        chunk = np.asarray(chunk, dtype=np.float64)
         self.inference_s.append(time.perf_counter() - t0)
         self.chunks += 1
         if chunk.ndim != 2 or chunk.shape[0] < self.idx[-1] + 1:
-            raise ValueError(f"policy returned a chunk of shape {chunk.shape}; expected (H>={self.idx[-1] + 1}, Da)")
+            need = self.idx[-1] + 1
+            raise ValueError(f"policy returned a chunk of shape {chunk.shape}; expected (H>={need}, Da)")
         self.model_values += chunk.size
         self.model_out_of_range += int(np.sum(np.abs(chunk) > 1.0))
         return chunk
@@ -239,7 +242,7 @@ class ChunkController(Controller):
         return self.queue.popleft()
 
 
-# ---------------------------------------------------------------------------------------------------- rollout
+# ------------------------------------------------------------------------------------------- rollout
 def _history(buf: dict[int, dict[str, np.ndarray]], t: int, k: int) -> dict[str, np.ndarray]:
     """Frames t-k+1..t oldest first, padded at the start with the first policy frame (as windows.py does)."""
     steps = [max(t - k + 1 + j, 0) for j in range(k)]
@@ -252,29 +255,6 @@ def _history(buf: dict[int, dict[str, np.ndarray]], t: int, k: int) -> dict[str,
 def render_upright(env: Any, image_size: int) -> dict[str, np.ndarray]:
     """Both cameras, upright, through the project's only rendering function (as the training frames)."""
     return {k: sim.upright(v) for k, v in sim.render_views(env, image_size).items()}
-
-
-def make_eval_env(task: sim.TaskSpec, image_size: int) -> Any:
-    """sim.make_env, remembering how many object-property samplers a fresh env holds (see `reset_env`)."""
-    env = sim.make_env(task, image_size=image_size, render=True)
-    env._eval_prop_init_len = len(getattr(env.env, "object_property_initializers", []))
-    return env
-
-
-def reset_env(env: Any, reset_seed: int, init_state: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """sim.reset_to, made independent of how many resets the env has done before.
-
-    LIBERO appends its object-property samplers (e.g. the drawer's OpenCloseSampler) to a list on every hard
-    reset and draws from each one, so the np.random draws before the fixture placement grow with the reset
-    count: seeding alone reproduces a placement only in an env with the same history (measured: three
-    `reset_to(env, 0)` in a row gave cabinet positions 1.3 cm apart). Trimming the list back to a fresh
-    env's length makes every reset place fixtures exactly as the first reset of a fresh env with that seed.
-    """
-    props = getattr(env.env, "object_property_initializers", None)
-    n0 = getattr(env, "_eval_prop_init_len", None)
-    if isinstance(props, list) and n0 is not None:
-        del props[n0:]
-    return sim.reset_to(env, reset_seed, init_state)
 
 
 def placement_hash(env: Any) -> str:
@@ -299,7 +279,7 @@ def rollout(env: Any, spec: EpisodeSpec, ctrl: Controller, *, image_size: int, r
     steps_to_success: int | None = None
     renders, render_s, t, error, mhash = 0, 0.0, 0, None, None
     try:
-        obs = reset_env(env, spec.reset_seed, spec.init_state)
+        obs = sim.reset_to(env, spec.reset_seed, spec.init_state)
         mhash = placement_hash(env)
         for _ in range(spec.wait_steps):
             obs, _, _, info = env.step(NOOP.copy())
@@ -319,10 +299,9 @@ def rollout(env: Any, spec: EpisodeSpec, ctrl: Controller, *, image_size: int, r
                 renders += 1
                 for old in [s for s in buf if s < t - k + 1]:  # no later re-plan reads these
                     del buf[old]
-            step = t
-            raw = np.asarray(ctrl.act(t, env, obs, lambda: _history(buf, step, k)), dtype=np.float64)
+            raw = np.asarray(ctrl.act(t, env, obs, functools.partial(_history, buf, t, k)), dtype=np.float64)
             if raw.shape != (7,) or not np.all(np.isfinite(raw)):
-                raise ValueError(f"policy produced an invalid action {raw!r} at step {t}; expected 7 finite values")
+                raise ValueError(f"policy produced an invalid action {raw!r} at step {t}; expected 7 finite")
             action = np.clip(raw, -1.0, 1.0)
             obs, _, done, info = env.step(action)
             info_keys.update(info)
@@ -375,7 +354,8 @@ def rollout(env: Any, spec: EpisodeSpec, ctrl: Controller, *, image_size: int, r
         n = min(len(states), len(spec.ref_states))
         rec["replay_max_state_diff"] = float(np.max(np.abs(np.asarray(states[:n]) - spec.ref_states[:n])))
     rec["failure"] = failure_label(rec, needs_grasp)
-    arrays = {"states": np.asarray(states, dtype=np.float64), "actions": np.asarray(executed, dtype=np.float64)}
+    arrays = {"states": np.asarray(states, dtype=np.float64),
+              "actions": np.asarray(executed, dtype=np.float64).reshape(-1, 7)}
     return rec, arrays
 
 
@@ -402,7 +382,7 @@ def task_needs_grasp(task: sim.TaskSpec) -> bool:
         return False
 
 
-# ---------------------------------------------------------------------------------------------------- worker
+# -------------------------------------------------------------------------------------------- worker
 @dataclass
 class WorkerConfig:
     """Everything an actor needs; plain data so it pickles to remote Ray nodes."""
@@ -467,7 +447,7 @@ class EpisodeWorker:
                 old.close()
             except Exception:  # noqa: BLE001 - closing a broken env must not cost the next episode
                 pass
-        self.envs[task.key] = make_eval_env(task, self.cfg.image_size)
+        self.envs[task.key] = sim.make_env(task, image_size=self.cfg.image_size, render=True)
         return self.envs[task.key]
 
     def controller(self, spec: EpisodeSpec) -> Controller:
@@ -497,13 +477,13 @@ class EpisodeWorker:
 
     def render_video(self, task: sim.TaskSpec, reset_seed: int, states: np.ndarray, mhash: str | None,
                      every: int) -> bytes:
-        """Agentview MP4 of a recorded episode: seeded reset (same fixture placement), then set_state per frame."""
+        """Agentview MP4 of a recorded episode: seeded reset (same fixture placement), set_state per frame."""
         from libero_dp.video import encode_mp4
 
         env = self.env(task)
-        reset_env(env, reset_seed)
+        sim.reset_to(env, reset_seed)  # seeded: the same fixture placement as the episode
         if mhash is not None and placement_hash(env) != mhash:
-            raise RuntimeError(f"reset seed {reset_seed} did not reproduce the episode's model of {task.name}")
+            raise RuntimeError(f"reset seed {reset_seed} did not reproduce the placement of {task.name}")
         picks = list(range(0, len(states), every))
         if picks[-1] != len(states) - 1:
             picks.append(len(states) - 1)  # always show the final state
@@ -518,17 +498,19 @@ class EpisodeWorker:
 
 def _error_record(spec: EpisodeSpec, policy: str, error: str) -> dict[str, Any]:
     return {
-        "task": spec.task.name, "suite": spec.task.suite, "task_index": spec.task.index, "episode": spec.index,
-        "init_index": spec.init_index, "demo": spec.demo, "seed": spec.seed, "reset_seed": spec.reset_seed,
-        "policy": policy, "success": False, "steps_to_success": None, "steps": 0, "wait_steps": spec.wait_steps,
+        "task": spec.task.name, "suite": spec.task.suite, "task_index": spec.task.index,
+        "episode": spec.index, "init_index": spec.init_index, "demo": spec.demo, "seed": spec.seed,
+        "reset_seed": spec.reset_seed, "policy": policy, "success": False, "steps_to_success": None,
+        "steps": 0, "wait_steps": spec.wait_steps,
         "chunks": 0, "clip_rate": None, "clip_overshoot_mean": None, "clip_overshoot_max": None,
         "out_of_range_rate": None, "inference_ms": None, "renders": 0, "render_s": 0.0, "wall_s": 0.0,
-        "error": error, "info_keys_seen": [], "placement_hash": None, "gripper_closed": False, "failure": "error",
+        "error": error, "info_keys_seen": [], "placement_hash": None, "gripper_closed": False,
+        "failure": "error",
         "eef_path": [],
     }
 
 
-# ---------------------------------------------------------------------------------------------------- Ray
+# ----------------------------------------------------------------------------------------------- Ray
 @contextmanager
 def ray_session(workers: int, address: str | None = None) -> Iterator[Any]:
     """Local Ray with `workers` CPUs (quiet), or connect to `address`; shut down only what we started."""
@@ -627,7 +609,7 @@ class _Pool:
         return out
 
 
-# ---------------------------------------------------------------------------------------------------- driver
+# -------------------------------------------------------------------------------------------- driver
 def _hash_file(path: Path, h: Any) -> None:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -650,8 +632,9 @@ def model_info(models_dir: Path) -> dict[str, Any]:
     """Tasks, languages and data image size the policy was trained on, from models/config.json.
 
     config['dataset'] (train.py) holds image_size (the extracted frames' size, which the policy is fed; the
-    encoder resizes internally), languages and windows_dir; task names come from config['dataset']['task_names']
-    if present, else from the windows stage's meta.json (same order as languages).
+    encoder resizes internally), languages and windows_dir; task names come from
+    config['dataset']['task_names'] if present, else from the windows stage's meta.json (same order as
+    languages).
     """
     path = Path(models_dir) / "config.json"
     if not path.exists():
@@ -670,7 +653,8 @@ def model_info(models_dir: Path) -> dict[str, Any]:
 
 def checkpoint_files(models_dir: Path, weights: str) -> list[Path]:
     """The files PolicyRunner.load reads (train_state.pt, with the optimizer, is not one of them)."""
-    names = ["config.json", "ema.safetensors" if weights == "ema" else "model.safetensors", "language.safetensors"]
+    weights_file = "ema.safetensors" if weights == "ema" else "model.safetensors"
+    names = ["config.json", weights_file, "language.safetensors"]
     files = [Path(models_dir) / n for n in names if (Path(models_dir) / n).exists()]
     return files or [Path(models_dir)]
 
@@ -686,11 +670,25 @@ def eval_tasks(ep: EvalParams, info: dict[str, Any], demos_dir: Path) -> list[si
     if ep.policy == "learned":
         if not info.get("task_names"):
             raise ValueError("eval.tasks=from_data: models/config.json names no task_names; list eval.tasks")
-        return sim.resolve_tasks(list(info["task_names"]))
+        return tasks_by_name(list(info["task_names"]))
     names = sorted(p.name[: -len("_demo.hdf5")] for p in Path(demos_dir).glob("*_demo.hdf5"))
     if not names:
         raise ValueError(f"eval.tasks=from_data: no *_demo.hdf5 in {demos_dir}; list eval.tasks")
-    return sim.resolve_tasks(names)
+    return tasks_by_name(names)
+
+
+def tasks_by_name(names: list[str]) -> list[sim.TaskSpec]:
+    """Exact task names -> TaskSpecs. Not sim.resolve_tasks: it treats a name as a scene prefix too, so
+    KITCHEN_SCENE10_close_the_top_drawer_of_the_cabinet would also pull in
+    KITCHEN_SCENE10_close_the_top_drawer_of_the_cabinet_and_put_the_black_bowl_on_top_of_it.
+    """
+    out = []
+    for name in names:
+        match = next((t for suite in sim.SUITES for t in sim.suite_tasks(suite) if t.name == name), None)
+        if match is None:
+            raise ValueError(f"unknown task name {name!r} (from the training data); expected a LIBERO task")
+        out.append(match)
+    return out
 
 
 def cache_key(ep: EvalParams, xp: ExecParams, models_dir: Path, stats_path: Path, demo_files: list[Path],
@@ -698,8 +696,8 @@ def cache_key(ep: EvalParams, xp: ExecParams, models_dir: Path, stats_path: Path
     """Hash of everything that changes an episode's outcome (not which episodes, workers or videos)."""
     here = Path(__file__).parent
     code = [here / "evaluate.py", here / "sim.py"]
-    parts: dict[str, Any] = {"policy": ep.policy, "max_steps": ep.max_steps, "num_steps_wait": ep.num_steps_wait,
-                             "image_size": image_size}
+    parts: dict[str, Any] = {"policy": ep.policy, "max_steps": ep.max_steps,
+                             "num_steps_wait": ep.num_steps_wait, "image_size": image_size}
     if ep.policy == "learned":
         parts.update(weights=ep.weights, exec=xp.model_dump(), stats=hash_paths([stats_path]))
         if runner_factory is None:
@@ -735,7 +733,7 @@ def evaluate(
     image_size: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the protocol for every task x seed x episode not yet cached; write records + videos; return metrics.
+    """Run the protocol for each task x seed x episode not yet cached; write records + videos; return metrics.
 
     out_dir gets records.jsonl (every episode, sorted) and videos/*.mp4, replaced atomically.
     runner_factory: build a stand-in policy in each actor instead of sampling.PolicyRunner (tests).
@@ -851,8 +849,9 @@ def _video_name(spec: EpisodeSpec, rec: dict) -> str:
 
 
 def _videos_missing(ep: EvalParams, specs: list[EpisodeSpec], records: dict, cache: Path) -> bool:
-    return any(not _record_path(cache, s).with_suffix(".mp4").exists() and
-               _record_path(cache, s).with_suffix(".npz").exists() for s in _video_choices(ep, specs, records))
+    chosen = _video_choices(ep, specs, records)
+    return any(not _record_path(cache, s).with_suffix(".mp4").exists()
+               and _record_path(cache, s).with_suffix(".npz").exists() for s in chosen)
 
 
 def _make_videos(ep: EvalParams, specs: list[EpisodeSpec], records: dict, cache: Path,
@@ -887,8 +886,9 @@ def _mean(xs: list[Any]) -> float | None:
     return float(mean(xs)) if xs else None
 
 
-def summarise(ep: EvalParams, xp: ExecParams, tasks: list[sim.TaskSpec], records: list[dict], new: list[dict],
-              t_episodes: float, wall_s: float, key: str, image_size: int, videos: list[str]) -> dict[str, Any]:
+def summarise(ep: EvalParams, xp: ExecParams, tasks: list[sim.TaskSpec], records: list[dict],
+              new: list[dict], t_episodes: float, wall_s: float, key: str, image_size: int,
+              videos: list[str]) -> dict[str, Any]:
     """Per-task and overall success with Wilson intervals, action clipping, failure labels, timing."""
     per_task: dict[str, Any] = {}
     for task in tasks:

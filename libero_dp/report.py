@@ -364,7 +364,8 @@ def fig_success(rows: list[RateRow], title: str) -> str:
     lo = np.array([r.interval[0] for r in rows])
     hi = np.array([r.interval[1] for r in rows])
     ax.barh(y, rates, color="#4c78a8", height=0.6)
-    ax.errorbar(rates, y, xerr=[rates - lo, hi - rates], fmt="none", ecolor="black", capsize=3, lw=1)
+    err = np.maximum(0.0, [rates - lo, hi - rates])  # Wilson bounds meet the rate at 0 and 1 up to fp noise
+    ax.errorbar(rates, y, xerr=err, fmt="none", ecolor="black", capsize=3, lw=1)
     ax.set_yticks(y, [_short(r.name) for r in rows], fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("success rate (bars: Wilson 95% interval)")
@@ -652,6 +653,8 @@ def lock_summary(lock: dict | None) -> list[list[str]]:
     """Per stage: a fingerprint of its dvc.lock entry, its outputs' hashes and what it depends on."""
     rows = []
     for name, st in ((lock or {}).get("stages") or {}).items():
+        if name == "report":  # its own entry describes the previous report, not this one
+            continue
         fp = hashlib.sha256(json.dumps(st, sort_keys=True, default=str).encode()).hexdigest()[:12]
         outs = ", ".join(f"{o.get('path')}:{str(o.get('md5') or o.get('hash') or '?')[:10]}"
                          + (f" ({o['nfiles']} files)" if o.get("nfiles") else "")

@@ -1,4 +1,4 @@
-"""MP4 encoding of rendered frames (imageio + imageio-ffmpeg), as bytes so workers can ship them to the driver."""
+"""MP4 encoding of rendered frames (imageio + imageio-ffmpeg), as bytes that workers ship to the driver."""
 
 from __future__ import annotations
 

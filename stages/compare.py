@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import html
 import json
 import math
 import subprocess
@@ -141,7 +142,7 @@ def rows_from_exp_show(data: list[dict]) -> list[Row]:
 
 def pipeline_ids(data: list[dict]) -> dict[str, str]:
     """MLflow's pipeline_id tag (sha256 of params.yaml, 12 hex) -> DVC experiment name: joins the sources."""
-    out: dict[str, str] = {}
+    out: dict[str, list[str]] = {}
     states = [s for top in data
               for s in [top, *[r for g in top.get("experiments") or [] for r in g.get("revs", [])]]]
     for st in states:
@@ -154,8 +155,9 @@ def pipeline_ids(data: list[dict]) -> dict[str, str]:
                                      check=True).stdout
         except (OSError, subprocess.CalledProcessError):
             continue
-        out.setdefault(hashlib.sha256(raw).hexdigest()[:12], st.get("name") or rev[:7])
-    return out
+        name = st.get("name") or ("workspace" if rev == "workspace" else rev[:7])
+        out.setdefault(hashlib.sha256(raw).hexdigest()[:12], []).append(name)
+    return {k: " = ".join(dict.fromkeys(v)) for k, v in out.items()}
 
 
 # -------------------------------------------------------------------------------------------------- MLflow
@@ -198,7 +200,8 @@ def rows_from_mlflow(uri: str, stage: str = "eval", names: dict[str, str] | None
         row = Row("mlflow", name, str(r["run_id"]), _int(params.get("exec.steps")),
                   _int(params.get("exec.stride")), succ, n, clip, params,
                   note=f"pipeline {pid}, git {r.get('tags.git_rev', '?')}")
-        row.changed = _diff(params, {k: v for k, v in current.items() if k in params})
+        shared = params.keys() & current.keys()  # runs log defaults that params.yaml may not spell out
+        row.changed = _diff({k: params[k] for k in shared}, {k: current[k] for k in shared})
         seen[pid] = row
     for pid, row in seen.items():
         row.note += f", {counts[pid]} run(s)"
@@ -220,48 +223,55 @@ HEADERS = ["experiment", "rev / run", "exec.steps", "exec.stride", "other change
 def cells(r: Row) -> list[str]:
     rate = "–" if r.rate is None else f"{r.rate:.1%} ({r.successes}/{r.n})"
     ci = "–" if r.lo is None else f"[{r.lo:.1%}, {r.hi:.1%}]"
-    return [r.name, r.rev[:8], str(r.steps if r.steps is not None else "–"),
+    rev = r.rev if r.rev == "workspace" else r.rev[:8]
+    return [r.name, rev, str(r.steps if r.steps is not None else "–"),
             str(r.stride if r.stride is not None else "–"), r.changed or "–", rate, ci,
             "–" if r.clip_rate is None else f"{r.clip_rate:.2%}", r.note]
 
 
 def plot(rows_by_source: dict[str, list[Row]]) -> str:
-    """Success vs exec.steps (log2 x) with Wilson error bars; stride != 1 as its own marker."""
+    """Success vs exec.steps (log2 x) with Wilson error bars; stride != 1 as its own (hollow) marker."""
     plt = rp._plt()
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    shift = {"dvc": 0.95, "mlflow": 1.05}
+    fig, ax = plt.subplots(figsize=(9, 5))
+    shift = {"dvc": 0.96, "mlflow": 1.04}  # side by side, not on top of each other
     colors = {"dvc": "#4c78a8", "mlflow": "#f58518"}
-    any_pt = False
+    steps_seen: set[int] = set()
     for src, rows in rows_by_source.items():
+        c = colors.get(src, "gray")
         pts = [r for r in rows if r.steps and r.rate is not None]
         for stride in sorted({r.stride or 1 for r in pts}):
             sel = [r for r in pts if (r.stride or 1) == stride]
             x = [r.steps * shift.get(src, 1.0) for r in sel]
             y = [r.rate for r in sel]
-            err = [[r.rate - r.lo for r in sel], [r.hi - r.rate for r in sel]]
-            c = colors.get(src, "gray")
+            err = [[max(0.0, r.rate - r.lo) for r in sel], [max(0.0, r.hi - r.rate) for r in sel]]  # fp noise
             ax.errorbar(x, y, yerr=err, fmt="o" if stride == 1 else "s", ms=7 if stride == 1 else 8,
                         capsize=4, color=c, mfc=c if stride == 1 else "white", ls="none",
                         label=f"{src}, stride {stride}")
-            for r, xi in zip(sel, x, strict=True):
-                ax.annotate(rp._short(r.name, 18), (xi, r.rate), textcoords="offset points", xytext=(5, 4),
-                            fontsize=7, color=colors.get(src, "gray"))
-            any_pt = any_pt or bool(sel)
+            steps_seen |= {r.steps for r in sel}
+            labels: dict[tuple[float, float], list[str]] = {}
+            for r, xi in zip(sel, x, strict=True):  # one label per point, naming every run drawn there
+                labels.setdefault((xi, r.rate), []).append(r.name)
+            for (xi, yi), names in labels.items():
+                ax.annotate(rp._short(", ".join(dict.fromkeys(names)), 40), (xi, yi), fontsize=7, color=c,
+                            textcoords="offset points", xytext=(6, 3 if src == "dvc" else -9))
     ax.set_xscale("log", base=2)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("exec.steps (actions executed per chunk)")
-    ax.set_ylabel("success rate (Wilson 95%)")
+    if steps_seen:
+        ax.set_xticks(sorted(steps_seen), [str(v) for v in sorted(steps_seen)])
+        ax.minorticks_off()
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel("exec.steps (actions executed per chunk before re-planning)")
+    ax.set_ylabel("success rate (Wilson 95% interval)")
     ax.set_title("success vs executed chunk length")
     ax.grid(alpha=0.3)
-    if any_pt:
-        ax.legend(fontsize=8)
+    if steps_seen:
+        ax.legend(fontsize=8, loc="best")
     else:
         ax.text(0.5, 0.5, "no runs with eval results", ha="center", va="center", transform=ax.transAxes)
     return rp.png_b64(fig, dpi=100)
 
 
 def write_outputs(out_dir: Path, dvc_rows: list[Row], mlflow_rows: list[Row],
-                  notes: list[str] | None = None) -> str:
+                  notes: list[str] | None = None, stage_label: str = "eval") -> str:
     """compare.md, compare.html (self-contained) and compare.png under out_dir; returns the Markdown."""
     import base64
 
@@ -269,27 +279,36 @@ def write_outputs(out_dir: Path, dvc_rows: list[Row], mlflow_rows: list[Row],
     out_dir.mkdir(parents=True, exist_ok=True)
     notes = notes or []
     b64 = plot({"dvc": dvc_rows, "mlflow": mlflow_rows})
-    md = ["# Run comparison", "", *(f"> {n}" for n in notes), "",
-          "## DVC experiments (`dvc exp show`)", "",
-          rp.md_table(HEADERS, [cells(r) for r in dvc_rows]) if dvc_rows else "no experiments with results",
-          "", f"## MLflow runs ({tracking_uri()})", "",
-          rp.md_table(HEADERS, [cells(r) for r in mlflow_rows]) if mlflow_rows else "no finished runs",
-          "", "![success vs exec.steps](compare.png)", ""]
+    sections = [
+        ("DVC experiments (`dvc exp show`)", dvc_rows,
+         "Workspace, baseline commits and their experiments. Other changed params: against the experiment's "
+         "baseline commit (baselines and the workspace: against HEAD)."),
+        (f"MLflow `{stage_label}` runs ({tracking_uri()})", mlflow_rows,
+         "Latest finished run per params.yaml hash (the runs' pipeline_id tag), named after the DVC "
+         "experiment(s) with the same params.yaml where there is one. Other changed params: against the "
+         "workspace params.yaml."),
+    ]
+    md = ["# Run comparison", "", *(f"> {n}" for n in notes), ""]
+    for title, rows, expl in sections:
+        md += [f"## {title}", "", expl, "",
+               rp.md_table(HEADERS, [cells(r) for r in rows]) if rows else "_none with eval results_", ""]
+    md += ["![success vs exec.steps](compare.png)", ""]
     text = "\n".join(md)
     side = "".join(
-        f'<div style="flex:1;min-width:480px"><h2>{title}</h2>'
+        f'<div style="flex:1 1 0;min-width:0;overflow-x:auto"><h2>{html.escape(title.replace("`", ""))}</h2>'
+        f"<p>{html.escape(expl)}</p>"
         f'{rp.html_table(HEADERS, [cells(r) for r in rows]) if rows else "<p><i>none</i></p>"}</div>'
-        for title, rows in (("DVC experiments", dvc_rows), (f"MLflow runs ({tracking_uri()})", mlflow_rows)))
+        for title, rows, expl in sections)
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Run comparison</title>'
-            f'<style>{rp.CSS} body{{max-width:1600px}}</style></head><body><h1>Run comparison</h1>'
-            + "".join(f'<p class="warn">{n}</p>' for n in notes)
+            f'<style>{rp.CSS} body{{max-width:1800px}}</style></head><body><h1>Run comparison</h1>'
+            + "".join(f'<p class="warn">{html.escape(n)}</p>' for n in notes)
             + f'<div style="display:flex;gap:24px;flex-wrap:wrap">{side}</div>'
             f'<img alt="success vs exec.steps" src="data:image/png;base64,{b64}"></body></html>\n')
-    for name, content in (("compare.md", text), ("compare.html", page)):
+    for name, content in (("compare.md", text.encode()), ("compare.html", page.encode()),
+                          ("compare.png", base64.b64decode(b64))):
         with atomic_path(out_dir / name, Path(name).suffix) as tmp:
-            tmp.write_text(content)
-    with atomic_path(out_dir / "compare.png", ".png") as tmp:
-        tmp.write_bytes(base64.b64decode(b64))
+            tmp.write_bytes(content)
+            tmp.chmod(0o644)
     return text
 
 
@@ -313,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - any store problem becomes a note; the DVC side is still useful
         notes.append(f"MLflow runs unavailable ({tracking_uri()}): {type(e).__name__}: {e}")
         ml_rows = []
-    text = write_outputs(args.out_dir, dvc_rows, ml_rows, notes)
+    text = write_outputs(args.out_dir, dvc_rows, ml_rows, notes, args.mlflow_stage)
     print(text.replace("![success vs exec.steps](compare.png)", f"plot: {args.out_dir / 'compare.png'}"))
     return 0
 

@@ -39,21 +39,23 @@ class StandIn:
     """A policy with known outputs. chunk[i] = (x=i/1000, y=1.5 if i == 0 else 0, ..., gripper=-1) in model
     units; with the identity transform below raw x = model x, so the executed x reveals which index ran.
 
-    The episode index is recovered from the sampling seed (reset_seed*1000 + chunk, reset_seed = i for seed 0).
+    The episode index comes from the sampling seed (reset_seed*1000 + chunk, reset_seed = i for seed 0).
     Faults: raise_on -> RuntimeError; exit_on -> os._exit (the actor dies); exit_once_on -> dies only on the
     first attempt (marker file). Every first call of an episode is logged as a file in count_dir.
     """
 
     def __init__(self, horizon: int = H, image_history: int = 2, mode: str = "index", count_dir: str = "",
-                 raise_on: tuple[int, ...] = (), exit_on: tuple[int, ...] = (), exit_once_on: tuple[int, ...] = (),
-                 move: float = 0.0) -> None:
+                 raise_on: tuple[int, ...] = (), exit_on: tuple[int, ...] = (),
+                 exit_once_on: tuple[int, ...] = (), move: float = 0.0) -> None:
         self.horizon, self.image_history, self.mode = horizon, image_history, mode
-        self.count_dir, self.raise_on, self.exit_on, self.exit_once_on = count_dir, raise_on, exit_on, exit_once_on
+        self.count_dir, self.raise_on = count_dir, raise_on
+        self.exit_on, self.exit_once_on = exit_on, exit_once_on
         self.move = move
         self.calls = 0
         self.seen: list[dict] = []
 
-    def predict_chunk(self, frames: dict, proprio: np.ndarray, language: str, seed: int | None = None) -> np.ndarray:
+    def predict_chunk(self, frames: dict, proprio: np.ndarray, language: str,
+                      seed: int | None = None) -> np.ndarray:
         episode, chunk_no = (seed // 1000) % 1000, seed % 1000
         if self.count_dir and chunk_no == 0:
             Path(self.count_dir, f"e{episode}_{os.getpid()}_{time.monotonic_ns()}").touch()
@@ -90,14 +92,14 @@ def identity_stats(path: Path) -> Path:
     return path
 
 
-# ------------------------------------------------------------------------------------------ in-process harness
+# -------------------------------------------------------------------------------- in-process harness
 class TestRollout:
     """The episode loop itself, in this process on one env (closed before the Ray tests start theirs)."""
 
     @pytest.fixture(scope="class")
     @classmethod
     def env(cls):
-        e = ev.make_eval_env(sim.resolve_tasks([TASK])[0], 128)
+        e = sim.make_env(sim.resolve_tasks([TASK])[0], 128)
         yield e
         e.close()
 
@@ -116,7 +118,8 @@ class TestRollout:
         (8, 1, list(range(8)) * 9, 9, 17),  # 0, then (7, 8), (15, 16), ... (63, 64)
         (64, 8, list(range(0, 64, 8)) * 9, 9, 17),  # the seed's failure: 8 actions of a 64-chunk
     ])
-    def test_exec_steps_and_stride(self, env, transform, steps, stride, expected_idx, chunks, renders) -> None:
+    def test_exec_steps_and_stride(self, env, transform, steps, stride, expected_idx, chunks,
+                                   renders) -> None:
         runner = StandIn()
         ctrl = ev.ChunkController(runner, transform, ExecParams(steps=steps, stride=stride), "x", 0)
         rec, arrays = ev.rollout(env, self._spec(72), ctrl, image_size=128)
@@ -141,7 +144,8 @@ class TestRollout:
         for t in range(10):  # prediction made at step r has value r; weight exp(-k * age)
             rs = [r for r in range(max(0, t - n + 1), t + 1)]
             w = [math.exp(-k * (t - r)) for r in rs]
-            assert arrays["actions"][t, 0] == pytest.approx(sum(wi * r for wi, r in zip(w, rs)) / sum(w) / 1000)
+            expected = sum(wi * r for wi, r in zip(w, rs, strict=True)) / sum(w) / 1000
+            assert arrays["actions"][t, 0] == pytest.approx(expected)
 
     def test_on_demand_equals_every_step(self, env, transform) -> None:
         """Same images at the steps read, same trajectory, far fewer renders; and the images equal a re-render
@@ -164,7 +168,7 @@ class TestRollout:
                 np.testing.assert_array_equal(x["frames"][cam], y["frames"][cam])
         assert not np.array_equal(s1[0]["frames"]["agentview_rgb"][-1], s1[1]["frames"]["agentview_rgb"][-1])
         # history of the re-plan at step 8 = frames of steps 6, 7, 8; at step 0 = step 0 repeated
-        ev.reset_env(env, r1["reset_seed"])
+        sim.reset_to(env, r1["reset_seed"])
         assert ev.placement_hash(env) == r1["placement_hash"]
         for j, step in enumerate((6, 7, 8)):
             sim.set_state(env, a1["states"][step])
@@ -175,15 +179,16 @@ class TestRollout:
             np.testing.assert_array_equal(s1[0]["frames"][cam][0], s1[0]["frames"][cam][2])
 
     def test_resets_reproduce_placement(self, env) -> None:
-        """LIBERO's reset draws grow with the reset count; reset_env makes the seed alone decide."""
+        """LIBERO's reset draws grow with the reset count; sim.reset_to must make the seed alone decide, or
+        eval results would depend on which actor ran which episode before (and videos would not re-render)."""
         hashes = []
         for seed in (5, 6, 5, 5):
-            ev.reset_env(env, seed)
+            sim.reset_to(env, seed)
             hashes.append(ev.placement_hash(env))
         assert hashes[0] == hashes[2] == hashes[3] != hashes[1]
 
 
-# ------------------------------------------------------------------------------------------ through Ray
+# ---------------------------------------------------------------------------------------- through Ray
 def _params(**kw) -> EvalParams:
     base = dict(tasks=[TASK], episodes_per_task=1, workers=1, videos_success=0, videos_failure=0)
     return EvalParams(**{**base, **kw})
@@ -227,7 +232,8 @@ def test_fault_isolation_retry_and_resume(tmp_path: Path) -> None:
     error, 3 -> retried and done, 0 and 4 unaffected. A second call reruns nothing that finished."""
     counts = tmp_path / "counts"
     counts.mkdir()
-    factory = functools.partial(StandIn, count_dir=str(counts), raise_on=(1,), exit_on=(2,), exit_once_on=(3,))
+    factory = functools.partial(StandIn, count_dir=str(counts), raise_on=(1,), exit_on=(2,),
+                                exit_once_on=(3,))
     ep = _params(episodes_per_task=5, workers=2, max_steps=8, num_steps_wait=0)
     xp = ExecParams(steps=8)
     stats = identity_stats(tmp_path / "stats.json")
