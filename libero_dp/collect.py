@@ -129,6 +129,7 @@ def _render_demo(env: Any, job: Job, p: CollectParams, steps: list, final_state:
         model_file=xml,
         reset_seed=job.reset_seed,
         success_step=res.get("steps_to_success"),
+        extra_attrs={"num_steps_wait": p.num_steps_wait},
     )
 
 

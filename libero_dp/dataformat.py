@@ -122,6 +122,9 @@ class TaskFile:
     demos: list[str]
     lengths: list[int]
     image_size: int
+    #: per demo, the first action index the policy learns from: max(num_steps_wait, 1). Our files mark
+    #: their leading no-op wait steps with the attr `num_steps_wait`; official files have none (0).
+    first_action: list[int] = field(default_factory=list)
 
 
 def _err(path: Path, where: str, msg: str) -> DemoFileError:
@@ -167,7 +170,7 @@ def validate_task_file(path: str | Path, min_length: int = 1) -> TaskFile:
         keys = demo_keys(g)
         if not keys:
             raise _err(path, "data", "no demo_<i> groups; expected at least one demonstration")
-        lengths, image_size = [], None
+        lengths, firsts, image_size = [], [], None
         for k in keys:
             d = g[k]
             if "actions" not in d:
@@ -196,9 +199,13 @@ def validate_task_file(path: str | Path, min_length: int = 1) -> TaskFile:
                 if ok not in d["obs"]:
                     raise _err(path, f"data/{k}/obs/{ok}", "missing dataset")
                 _check_array(path, f"data/{k}/obs/{ok}", d["obs"][ok], "f", trailing, t)
+            wait = int(d.attrs.get("num_steps_wait", 0))
+            if not 0 <= wait < t - 1:
+                raise _err(path, f"data/{k}.attrs['num_steps_wait']", f"expected 0 <= value < {t - 1}, got {wait}")
             lengths.append(t)
+            firsts.append(max(wait, 1))
         problem = str(info.get("problem_name", ""))
-    return TaskFile(path, language, problem, keys, lengths, int(image_size))
+    return TaskFile(path, language, problem, keys, lengths, int(image_size), firsts)
 
 
 def read_demo(path: str | Path, key: str) -> dict[str, np.ndarray]:

@@ -732,12 +732,15 @@ def evaluate(
     runner_factory: Callable[[], Runner] | None = None,
     image_size: int | None = None,
     progress: bool = True,
+    collect_metrics: Path | None = Path("metrics/collect.json"),
 ) -> dict[str, Any]:
     """Run the protocol for each task x seed x episode not yet cached; write records + videos; return metrics.
 
     out_dir gets records.jsonl (every episode, sorted) and videos/*.mp4, replaced atomically.
     runner_factory: build a stand-in policy in each actor instead of sampling.PolicyRunner (tests).
     image_size: override the render size (default: the training data's, from the models config).
+    collect_metrics: for policy=expert, the collect stage's metrics; each task's expert success measured there
+    is reported next to ours with whether it lies inside our Wilson interval (the two must agree).
     """
     from tqdm import tqdm
 
@@ -816,8 +819,16 @@ def evaluate(
             for name, data in videos.items():
                 (tmp / "videos" / name).write_bytes(data)
     new = [records[k] for k in new_keys]
-    return summarise(ep, xp, tasks, ordered, new, t_episodes, time.perf_counter() - t_start, key, size,
-                     sorted(videos))
+    metrics = summarise(ep, xp, tasks, ordered, new, t_episodes, time.perf_counter() - t_start, key, size,
+                        sorted(videos))
+    if ep.policy == "expert" and collect_metrics is not None and Path(collect_metrics).exists():
+        collected = json.loads(Path(collect_metrics).read_text()).get("tasks", {})
+        for name, t in metrics["tasks"].items():
+            ref = collected.get(name, {}).get("expert_official", {})
+            if ref.get("n"):
+                t["collect_success_rate"] = ref["success_rate"]
+                t["collect_within_wilson95"] = t["wilson95"][0] <= ref["success_rate"] <= t["wilson95"][1]
+    return metrics
 
 
 def _extracted_image_size() -> int | None:

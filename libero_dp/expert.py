@@ -806,10 +806,17 @@ def run_episode(
     steps_after_success: int = 10,
     on_step: Callable[[int, np.ndarray, np.ndarray, dict, bool], None] | None = None,
 ) -> dict[str, Any]:
-    """Reset, wait, then step the expert; success = `done` or check_success at any step."""
+    """Reset, wait, then step the expert; success = `done` or check_success at any step.
+
+    `on_step` also sees the wait steps, with negative indices (-num_steps_wait .. -1): a recording that
+    starts at the reset replays exactly, since the gripper controller's internal state is not in the sim state.
+    """
     obs = sim.reset_to(env, reset_seed, init_state)
-    for _ in range(num_steps_wait):
-        obs, _, _, _ = env.step(NOOP.copy())
+    for k in range(num_steps_wait):
+        state = sim.get_state(env)
+        obs, _, done, _ = env.step(NOOP.copy())
+        if on_step is not None:
+            on_step(k - num_steps_wait, state, NOOP.copy(), obs, bool(done))
     expert.reset(env)
     steps_to_success: int | None = None
     finished_idle = 0

@@ -1,8 +1,10 @@
 """Extract: official-layout HDF5 files (ours or LIBERO's) -> flat, memory-mappable arrays for all tasks.
 
 Alignment: in the official files obs[j] is the observation returned by env.step(actions[j]), i.e. what the
-robot saw *after* action j. The policy chooses action j from what it saw *before* it, obs[j-1]. So each
-demo of T steps yields T-1 frames: frame i pairs obs[i] (images, proprio) with actions[i+1].
+robot saw *after* action j. The policy chooses action j from what it saw *before* it, obs[j-1]. So frame i
+pairs obs[i] (images, proprio) with actions[i+1]. Our own files start at the reset and mark their leading
+no-op wait steps (attr num_steps_wait, as evaluation waits before the policy acts); those are not policy
+decisions and are skipped: a demo of T steps with w wait steps yields T - max(w, 1) frames.
 Images are flipped upright here, once; everything downstream (and evaluation) uses upright images.
 """
 
@@ -55,7 +57,7 @@ def extract(p: ExtractParams) -> dict:
     if len(sizes) != 1:
         raise DemoFileError(f"{p.source_dir}: files have different image sizes {sorted(sizes)}; expected one")
     size = sizes.pop()
-    n = sum(t - 1 for info in infos for t in info.lengths)
+    n = sum(t - f for info in infos for t, f in zip(info.lengths, info.first_action, strict=True))
     episodes, tasks = [], []
     with atomic_dir(p.out_dir) as out:
         (out / "frames").mkdir()
@@ -68,15 +70,16 @@ def extract(p: ExtractParams) -> dict:
         for tid, info in enumerate(infos):
             tasks.append({"task_id": tid, "name": info.path.name[: -len(SUFFIX)], "language": info.language,
                           "file": str(info.path), "demos": len(info.demos)})
-            for key in tqdm(info.demos, desc=f"extract {info.path.name[:40]}", unit="demo", leave=False):
+            demos = zip(info.demos, info.first_action, strict=True)
+            for key, first in tqdm(list(demos), desc=f"extract {info.path.name[:40]}", unit="demo", leave=False):
                 d = read_demo(info.path, key)
-                t = len(d["actions"]) - 1
+                t = len(d["actions"]) - first
                 sl = slice(cursor, cursor + t)
                 for k in OBS_IMAGE_KEYS:
-                    arrays[k][sl] = upright(d[k][:-1])
+                    arrays[k][sl] = upright(d[k][first - 1 : -1])
                 for k in REQUIRED_OBS:
-                    arrays[k][sl] = d[k][:-1]
-                arrays["actions"][sl] = d["actions"][1:]
+                    arrays[k][sl] = d[k][first - 1 : -1]
+                arrays["actions"][sl] = d["actions"][first:]
                 episodes.append({"task_id": tid, "demo": key, "start": cursor, "end": cursor + t,
                                  "reset_seed": int(d["reset_seed"]) if "reset_seed" in d else None})
                 cursor += t

@@ -59,6 +59,7 @@ class SyntheticWindows:
 
     def __init__(self, windows_dir: Path, split: str = "train") -> None:
         windows_dir = Path(windows_dir)
+        self.split = split
         meta = json.loads((windows_dir / "meta.json").read_text())
         demos = meta["splits"][split]
         if not demos:

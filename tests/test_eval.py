@@ -224,6 +224,7 @@ def test_replay_of_collected_demo_succeeds(tiny_demos, tmp_path: Path) -> None:
     (rec,) = _records(out)
     assert rec["demo"] == "demo_0" and rec["wait_steps"] == 0
     assert rec["success"], rec
+    assert rec["replay_max_state_diff"] == 0.0  # seeded reset + init state + actions: bit-identical states
     assert m["overall"]["success_rate"] == 1.0
 
 

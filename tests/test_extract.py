@@ -23,9 +23,10 @@ def test_extract_reads_our_files(tiny_extracted: Path, tiny_demos) -> None:
     episodes = json.loads((tiny_extracted / "episodes.json").read_text())
     with h5py.File(next(tiny_demos[0].glob("*_demo.hdf5"))) as f:
         lengths = [f[f"data/demo_{i}"].attrs["num_samples"] for i in range(f["data"].attrs["num_demos"])]
-        raw0 = f["data/demo_0/obs/agentview_rgb"][0]
-        act1 = f["data/demo_0/actions"][1]
-    assert [e["end"] - e["start"] for e in episodes] == [n - 1 for n in lengths]
+        assert f["data/demo_0"].attrs["num_steps_wait"] == 10
+        raw0 = f["data/demo_0/obs/agentview_rgb"][9]  # after the last wait step: what the expert saw first
+        act1 = f["data/demo_0/actions"][10]  # the expert's first action
+    assert [e["end"] - e["start"] for e in episodes] == [n - 10 for n in lengths]  # 10 wait steps skipped
     imgs = np.load(tiny_extracted / "frames" / "agentview_rgb.npy", mmap_mode="r")
     assert imgs.shape[0] == meta["frames"]
     np.testing.assert_array_equal(imgs[0], raw0[::-1])  # stored upside down (OpenGL), extracted upright
