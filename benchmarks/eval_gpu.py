@@ -6,8 +6,8 @@
 Each worker (a spawned process) owns one LIBERO env of the task (libero_dp.sim) and runs episodes from the
 official init states, as evaluation does: `reset_to(env, k, init_state_k)`, `--wait` no-op steps, then
 `--episode-steps` policy steps. The policy re-plans every `--replan` steps: at each re-plan it reads both
-cameras for the current and the previous step (image history 2), rendered with `sim.render_views` only at those
-steps (evaluate.py's on-demand schedule), and runs a forward pass of the project's DiffusionPolicy
+cameras for the current and the previous step (image history 2), rendered with `sim.render_views` only at
+those steps (evaluate.py's on-demand schedule), and runs a forward pass of the project's DiffusionPolicy
 (`libero_dp.policy`, random weights, `--preset`) with `--sampling-steps` solver steps (`libero_dp.sampling`),
 on `--device`. The executed actions come from the scripted expert (`libero_dp.expert`, pure numpy), so the
 arm moves realistically (pushes the drawer closed); the policy's chunk is computed and timed but not executed.
@@ -37,7 +37,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # Per-worker counters in one shared array (each worker writes only its own row; no lock needed).
-FIELDS = ("steps", "episodes", "renders", "render_s", "policy_calls", "policy_s", "resets", "reset_s", "successes")
+FIELDS = (
+    "steps",
+    "episodes",
+    "renders",
+    "render_s",
+    "policy_calls",
+    "policy_s",
+    "resets",
+    "reset_s",
+    "successes",
+)
 NF = len(FIELDS)
 IDX = {f: i for i, f in enumerate(FIELDS)}
 
@@ -48,7 +58,7 @@ def _thread_env() -> None:
 
 
 def build_policy(args: argparse.Namespace, device: str) -> tuple[Any, dict[str, Any]]:
-    """The project's DiffusionPolicy (random weights) and a `predict(frames, proprio)` closure, or a stand-in."""
+    """The project's DiffusionPolicy (random weights) and a `predict(frames, proprio)` closure."""
     import numpy as np
     import torch
 
@@ -57,13 +67,20 @@ def build_policy(args: argparse.Namespace, device: str) -> tuple[Any, dict[str, 
         from libero_dp.policy import DiffusionPolicy, count_params, preset
     except Exception as e:  # pragma: no cover - only where the project's model cannot be imported
         raise RuntimeError(f"libero_dp.policy does not import: {e!r}") from e
-    cfg = preset(args.preset, action_dim=10, proprio_dim=10, horizon=args.replan, num_cameras=2, image_history=2)
+    cfg = preset(
+        args.preset, action_dim=10, proprio_dim=10, horizon=args.replan, num_cameras=2, image_history=2
+    )
     torch.manual_seed(0)
     model = DiffusionPolicy(cfg).to(device).eval()
     torch.nn.init.normal_(model.head.weight, std=0.02)  # the zero-initialised head would make outputs trivial
-    info.update(model="libero_dp.policy.DiffusionPolicy", preset=args.preset, params=count_params(model),
-                weights="random (no checkpoint: throughput only)", sampling_steps=args.sampling_steps,
-                config=cfg.to_dict())
+    info.update(
+        model="libero_dp.policy.DiffusionPolicy",
+        preset=args.preset,
+        params=count_params(model),
+        weights="random (no checkpoint: throughput only)",
+        sampling_steps=args.sampling_steps,
+        config=cfg.to_dict(),
+    )
     try:
         from libero_dp.sampling import inference_scheduler, sample
 
@@ -94,7 +111,9 @@ def build_policy(args: argparse.Namespace, device: str) -> tuple[Any, dict[str, 
 
     @torch.no_grad()
     def predict(frames: dict[str, np.ndarray], proprio: np.ndarray) -> np.ndarray:
-        images = np.stack([frames[c] for c in ("agentview_rgb", "eye_in_hand_rgb")])[None]  # (1, 2, K, S, S, 3)
+        images = np.stack([frames[c] for c in ("agentview_rgb", "eye_in_hand_rgb")])[
+            None
+        ]  # (1, 2, K, S, S, 3)
         img = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=False)
         prop = torch.from_numpy(np.asarray(proprio, np.float32)[None]).to(device)
         obs = model.encode_obs(prop, img, lang, lang_mask)
@@ -126,7 +145,7 @@ def worker(wid: int, n: int, args: argparse.Namespace, counters: Any, stop: Any,
         def add(field: str, v: float) -> None:
             row[wid * NF + IDX[field]] += v
 
-        # Warm-up outside the counters: one reset, one render pair, two policy calls (allocator, kernels, numba).
+        # Warm-up outside the counters: a reset, a render pair, two policy calls (allocator, kernels, numba).
         obs = sim.reset_to(env, 0, inits[0])
         frames_now = {k: sim.upright(v) for k, v in sim.render_views(env, args.image_size).items()}
         hist = {k: np.stack([v, v]) for k, v in frames_now.items()}
@@ -171,8 +190,9 @@ def worker(wid: int, n: int, args: argparse.Namespace, counters: Any, stop: Any,
                 if until == 0:
                     steps = [max(t - 1, 0), t]
                     frames = {c: np.stack([buf[s][c] for s in steps]) for c in buf[t]}
-                    proprio = np.concatenate([obs["robot0_eef_pos"], obs["robot0_eef_quat"],
-                                              obs["robot0_gripper_qpos"], [0.0]]).astype(np.float32)
+                    proprio = np.concatenate(
+                        [obs["robot0_eef_pos"], obs["robot0_eef_quat"], obs["robot0_gripper_qpos"], [0.0]]
+                    ).astype(np.float32)
                     p0 = time.perf_counter()
                     chunk = predict(frames, proprio)
                     add("policy_s", time.perf_counter() - p0)
@@ -284,8 +304,11 @@ def run_n(n: int, args: argparse.Namespace) -> dict[str, Any]:
 
 def merge(path: Path, doc: dict[str, Any], runs: list[dict[str, Any]], label: str) -> dict[str, Any]:
     old = json.loads(path.read_text()) if path.exists() else {}
-    keep = [r for r in old.get("runs", []) if not (r.get("machine") == label and r["workers"] in
-                                                   {x["workers"] for x in runs})]
+    keep = [
+        r
+        for r in old.get("runs", [])
+        if not (r.get("machine") == label and r["workers"] in {x["workers"] for x in runs})
+    ]
     merged = {**old, **{k: v for k, v in doc.items() if k != "runs"}}
     merged["runs"] = sorted(keep + runs, key=lambda r: (r.get("machine", ""), r["workers"]))
     return merged
@@ -299,7 +322,9 @@ def main() -> None:
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--sampling-steps", type=int, default=5)
     ap.add_argument("--replan", type=int, default=64, help="re-plan every this many steps (= chunk length H)")
-    ap.add_argument("--episode-steps", type=int, default=400, help="policy steps per episode (eval.max_steps)")
+    ap.add_argument(
+        "--episode-steps", type=int, default=400, help="policy steps per episode (eval.max_steps)"
+    )
     ap.add_argument("--wait", type=int, default=10, help="no-op steps after reset (eval.num_steps_wait)")
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--warmup", type=float, default=15.0, help="seconds after all workers are ready")
@@ -316,25 +341,46 @@ def main() -> None:
 
     runs = []
     for n in args.workers:
-        print(f"[eval_gpu] {label}: {n} worker(s), warm-up {args.warmup:.0f} s, window {args.window:.0f} s",
-              flush=True)
+        print(
+            f"[eval_gpu] {label}: {n} worker(s), warm-up {args.warmup:.0f} s, window {args.window:.0f} s",
+            flush=True,
+        )
         r = run_n(n, args)
         policy = r.pop("_policy")
-        r.update(machine=label, device=args.device, host_cpus=os.cpu_count(), platform=platform.platform(),
-                 mujoco_gl=os.environ.get("MUJOCO_GL"), notes=list(args.note))
+        r.update(
+            machine=label,
+            device=args.device,
+            host_cpus=os.cpu_count(),
+            platform=platform.platform(),
+            mujoco_gl=os.environ.get("MUJOCO_GL"),
+            notes=list(args.note),
+        )
         runs.append(r)
-        print(f"[eval_gpu] N={n}: {r['env_steps_per_s']:.1f} steps/s, {r['episodes_per_hour']:.0f} ep/h "
-              f"({r['episodes_per_hour_from_steps']:.0f} from steps), {r['camera_renders_per_s']:.1f} renders/s "
-              f"({r['render_ms_per_camera']:.1f} ms each), policy {r['policy_ms']:.1f} ms, "
-              f"reset {r['reset_s_mean']:.2f} s, renderer {r['gl_renderer']!r}", flush=True)
+        print(
+            f"[eval_gpu] N={n}: {r['env_steps_per_s']:.1f} steps/s, {r['episodes_per_hour']:.0f} ep/h "
+            f"({r['episodes_per_hour_from_steps']:.0f} from steps), "
+            f"{r['camera_renders_per_s']:.1f} renders/s "
+            f"({r['render_ms_per_camera']:.1f} ms each), policy {r['policy_ms']:.1f} ms, "
+            f"reset {r['reset_s_mean']:.2f} s, renderer {r['gl_renderer']!r}",
+            flush=True,
+        )
     doc = {
-        "what": ("closed-loop eval throughput: N spawned workers, one LIBERO env each (libero_dp.sim), official init "
-                 "states, policy re-plans every H steps reading both 128x128 cameras at the current and previous "
-                 "step (sim.render_views, rendered only then) and runs DiffusionPolicy + sampler on the policy "
-                 "device; actions from the scripted expert; episodes run their full length (no early stop)"),
+        "what": (
+            "closed-loop eval throughput: N spawned workers, one LIBERO env each (libero_dp.sim), "
+            "official init states, policy re-plans every H steps reading both 128x128 cameras at the "
+            "current and previous step (sim.render_views, rendered only then) and runs DiffusionPolicy + "
+            "sampler on the policy device; actions from the scripted expert; episodes run their full "
+            "length (no early stop)"
+        ),
         "task": args.task,
-        "protocol": {"episode_steps": args.episode_steps, "wait_steps": args.wait, "replan_every": args.replan,
-                     "image_history": 2, "cameras": 2, "image_size": args.image_size},
+        "protocol": {
+            "episode_steps": args.episode_steps,
+            "wait_steps": args.wait,
+            "replan_every": args.replan,
+            "image_history": 2,
+            "cameras": 2,
+            "image_size": args.image_size,
+        },
         "policy": policy,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,8 @@ Why the pieces look the way they do:
   episodes are re-rendered afterwards from the seeded reset (same fixture placement) + `sim.set_state`.
 * Each episode is an independent unit on a Ray actor; its record is cached as one JSON file the moment it
   arrives, keyed by a hash of everything that changes the result, outside the DVC output, so a killed run
-  resumes. An exception inside an episode is that episode's error; an actor that dies costs one retry.
+  resumes. An exception inside an episode is that episode's error (cached: it is deterministic); an actor that
+  dies costs one retry, then an error record that is not cached (OOM kills are transient: rerun on resume).
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def protocol_specs(task: sim.TaskSpec, seeds: list[int], episodes: int, ep: Eval
 
 def replay_specs(task: sim.TaskSpec, demo_file: Path, seeds: list[int], episodes: int,
                  ep: EvalParams) -> list[EpisodeSpec]:
-    """Episode i replays demo i (mod the number of demos) from its own reset seed and init state, no wait."""
+    """Episode i replays demo i (mod the number of demos) from its own reset seed and init state, without wait
+    steps, for all of its actions (eval.max_steps does not cut a replay short)."""
     import h5py
 
     from libero_dp.dataformat import demo_keys
@@ -191,7 +193,8 @@ class ChunkController(Controller):
 
     Temporal ensemble: re-plan every step; the action for step t averages, in model units, every stored
     prediction made at r <= t that covers t (t - r < len(executed)), entry executed[t - r] of that chunk, with
-    weights exp(-k * (t - r)) (the age of the prediction), then converts the average to raw units.
+    ACT's weights w_i = exp(-k * i), i = 0 for the OLDEST prediction (ACT weights older predictions more, which
+    smooths; k sets how fast newer ones are taken in), then converts the average to raw units.
     """
 
     uses_images = True
@@ -228,11 +231,11 @@ class ChunkController(Controller):
         if self.xp.temporal_ensemble:
             self.history.append((t, self._predict(obs, frames())))
             rows, weights = [], []
-            for r, chunk in self.history:
+            for r, chunk in self.history:  # oldest first
                 age = t - r
                 if age < len(self.idx):
                     rows.append(chunk[self.idx[age]])
-                    weights.append(math.exp(-self.xp.ensemble_k * age))
+                    weights.append(math.exp(-self.xp.ensemble_k * len(weights)))
             w = np.asarray(weights)[:, None]
             model = np.sum(np.stack(rows) * w, axis=0) / w.sum()
             return self.transform.actions_from_model(model)

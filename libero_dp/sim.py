@@ -69,6 +69,12 @@ def suite_tasks(suite: str) -> list[TaskSpec]:
     return out
 
 
+def _match(tasks: list[TaskSpec], name: str) -> list[TaskSpec]:
+    """An exact task name selects that task alone; otherwise `name` is a scene prefix (KITCHEN_SCENE10)."""
+    exact = [t for t in tasks if t.name == name]
+    return exact or [t for t in tasks if t.name.startswith(name + "_")]
+
+
 def resolve_tasks(spec: str | list[str]) -> list[TaskSpec]:
     """Expand a task selection into TaskSpecs.
 
@@ -93,12 +99,12 @@ def resolve_tasks(spec: str | list[str]) -> list[TaskSpec]:
                     raise ValueError(f"task index {idx} out of range for {suite} ({len(tasks)} tasks)")
                 out.append(tasks[idx])
             else:
-                match = [t for t in tasks if t.name == rest or t.name.startswith(rest + "_")]
+                match = _match(tasks, rest)
                 if not match:
                     raise ValueError(f"no task {rest!r} in suite {suite}")
                 out.extend(match)
             continue
-        match = [t for t in suite_tasks("libero_90") if t.name == item or t.name.startswith(item + "_")]
+        match = _match(suite_tasks("libero_90"), item)
         if not match:
             raise ValueError(
                 f"unknown task {item!r}: expected a suite {SUITES}, 'suite:index', 'suite/NAME', "

@@ -7,6 +7,7 @@ exec.steps -> eval and report only.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -86,3 +87,45 @@ def test_data_stages_rerun_only_what_reads_a_param(repo_copy: Path) -> None:
     _set_params(root, {"extract": {"min_length": 5}})
     ran = _ran(_dvc(root, "repro", "windows"))
     assert "extract" in ran and "collect" not in ran
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=root, check=True,
+                   capture_output=True)
+
+
+def test_full_pipeline_and_exec_experiment(repo_copy: Path) -> None:
+    """End to end on the tiny config, then `dvc exp run -S exec.steps=8` reruns eval and report only."""
+    root = repo_copy
+    ran = _ran(_dvc(root, "repro"))
+    assert {"train", "eval", "report"} <= ran
+    for f in ("metrics/train.json", "metrics/eval.json", "reports/index.html", "models/ema.safetensors"):
+        assert (root / f).exists(), f
+    assert _ran(_dvc(root, "repro")) == set()
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "tiny baseline")
+    out = _dvc(root, "exp", "run", "-S", "exec.steps=8")
+    assert _ran(out) == {"eval", "report"}, out[-3000:]
+    shown = json.loads(_dvc_stdout(root, "exp", "show", "--json"))
+    assert sorted(set(_find_exec_steps(shown))) == [8, 16]  # the baseline (16) and the experiment (8)
+
+
+def _dvc_stdout(root: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=root, env=env,
+                          capture_output=True, text=True, check=True).stdout
+
+
+def _find_exec_steps(node: object) -> list[int]:
+    """Every params.yaml exec.steps value anywhere in `dvc exp show --json` output."""
+    found = []
+    if isinstance(node, dict):
+        ex = node.get("exec")
+        if isinstance(ex, dict) and isinstance(ex.get("steps"), int):
+            found.append(ex["steps"])
+        for v in node.values():
+            found += _find_exec_steps(v)
+    elif isinstance(node, list):
+        for v in node:
+            found += _find_exec_steps(v)
+    return found

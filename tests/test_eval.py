@@ -141,9 +141,9 @@ class TestRollout:
                                   ExecParams(steps=n, temporal_ensemble=True, ensemble_k=k), "x", 0)
         rec, arrays = ev.rollout(env, self._spec(10), ctrl, image_size=128)
         assert rec["error"] is None and rec["chunks"] == 10 and rec["renders"] == 10
-        for t in range(10):  # prediction made at step r has value r; weight exp(-k * age)
+        for t in range(10):  # prediction made at step r has value r; ACT: weight exp(-k * i), i=0 oldest
             rs = [r for r in range(max(0, t - n + 1), t + 1)]
-            w = [math.exp(-k * (t - r)) for r in rs]
+            w = [math.exp(-k * i) for i in range(len(rs))]
             expected = sum(wi * r for wi, r in zip(w, rs, strict=True)) / sum(w) / 1000
             assert arrays["actions"][t, 0] == pytest.approx(expected)
 
