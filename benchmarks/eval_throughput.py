@@ -26,13 +26,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_config(task: str, episodes: int, workers: int, render: str, max_steps: int) -> dict:
-    ep = EvalParams(policy="expert", tasks=[task], episodes_per_task=episodes, workers=workers, render=render,
-                    max_steps=max_steps, videos_success=0, videos_failure=0)
+    ep = EvalParams(
+        policy="expert",
+        tasks=[task],
+        episodes_per_task=episodes,
+        workers=workers,
+        render=render,
+        max_steps=max_steps,
+        videos_success=0,
+        videos_failure=0,
+    )
     with tempfile.TemporaryDirectory(prefix="evalbench") as tmp:
         t = Path(tmp)
         t0 = time.perf_counter()
-        m = evaluate(ep, ExecParams(), t / "models", t / "stats.json", t / "demos", t / "out", t / "cache",
-                     progress=False)
+        m = evaluate(
+            ep,
+            ExecParams(),
+            t / "models",
+            t / "stats.json",
+            t / "demos",
+            t / "out",
+            t / "cache",
+            progress=False,
+        )
         wall = time.perf_counter() - t0
         recs = [json.loads(x) for x in (t / "out" / "records.jsonl").read_text().splitlines()]
     steps = sum(r["steps"] + r["wait_steps"] for r in recs)
@@ -72,12 +88,16 @@ def main() -> None:
             results.append(r)
     out = {
         "what": "expert policy on the official init states through evaluate(); Ray actors; both 128x128 "
-                "cameras rendered via sim.render_views when rendering",
+        "cameras rendered via sim.render_views when rendering",
         "task": a.task,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "mujoco_gl": os.environ.get("MUJOCO_GL"),
-                    "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-                    "note": "shared 2-core machine; other jobs ran meanwhile: compare within this file"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "mujoco_gl": os.environ.get("MUJOCO_GL"),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+            "note": "shared 2-core machine; other jobs ran meanwhile: compare within this file",
+        },
         "results": results,
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)

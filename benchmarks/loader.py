@@ -28,7 +28,7 @@ from libero_dp.windows import WindowDataset, build_windows
 
 
 def synthetic_windows(root: Path, frames: int = 6000, size: int = 128, demo_len: int = 130) -> Path:
-    """An extracted + scaled + windows layout with random content, for machines without the pipeline's data."""
+    """Extracted + scaled + windows layout with random content, for machines without the pipeline's data."""
     ex, sc = root / "extracted", root / "scaled"
     (ex / "frames").mkdir(parents=True)
     sc.mkdir()
@@ -42,7 +42,9 @@ def synthetic_windows(root: Path, frames: int = 6000, size: int = 128, demo_len:
     np.save(sc / "proprio.npy", rng.normal(size=(frames, 10)).astype(np.float32))
     eps = [{"task_id": 0, "start": s, "end": min(s + demo_len, frames)} for s in range(0, frames, demo_len)]
     (ex / "episodes.json").write_text(json.dumps(eps))
-    (ex / "tasks.json").write_text(json.dumps([{"task_id": 0, "name": "synthetic", "language": "do the task"}]))
+    (ex / "tasks.json").write_text(
+        json.dumps([{"task_id": 0, "name": "synthetic", "language": "do the task"}])
+    )
     (sc / "split.json").write_text(json.dumps({"train": list(range(len(eps))), "val": []}))
     (sc / "stats.json").write_text("{}")
     build_windows(WindowsParams(out_dir=str(root / "windows")), ex, sc)
@@ -51,8 +53,15 @@ def synthetic_windows(root: Path, frames: int = 6000, size: int = 128, demo_len:
 
 def loader_throughput(ds: WindowDataset, batch: int, workers: int, batches: int) -> float:
     g = torch.Generator().manual_seed(0)
-    dl = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, generator=g, drop_last=True,
-                    persistent_workers=workers > 0)
+    dl = DataLoader(
+        ds,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        generator=g,
+        drop_last=True,
+        persistent_workers=workers > 0,
+    )
     it = iter(dl)
     next(it)  # warm-up: worker start, page cache
     t0 = time.perf_counter()
@@ -66,13 +75,22 @@ def loader_throughput(ds: WindowDataset, batch: int, workers: int, batches: int)
 def train_consumption(ds: WindowDataset, batch: int, steps: int) -> float:
     """Samples/s the tiny policy's optimisation step consumes (data already in memory)."""
     torch.manual_seed(0)
-    cfg = preset("tiny", action_dim=ds.action_dim, proprio_dim=ds.proprio_dim, horizon=ds.horizon,
-                 num_cameras=ds.num_cameras, image_history=ds.image_history)
+    cfg = preset(
+        "tiny",
+        action_dim=ds.action_dim,
+        proprio_dim=ds.proprio_dim,
+        horizon=ds.horizon,
+        num_cameras=ds.num_cameras,
+        image_history=ds.image_history,
+    )
     model = DiffusionPolicy(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     sched = train_scheduler("sample")
     items = [ds[i] for i in range(batch)]
-    b = {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in ("actions", "mask", "proprio", "images")}
+    b = {
+        k: torch.from_numpy(np.stack([it[k] for it in items]))
+        for k in ("actions", "mask", "proprio", "images")
+    }
     b["lang"] = torch.zeros(batch, 8, cfg.lang_dim)
     b["lang_mask"] = torch.ones(batch, 8, dtype=torch.bool)
     for i in range(steps + 2):

@@ -19,8 +19,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+]
 
 
 def find_chromium() -> str | None:
@@ -37,8 +45,13 @@ def image_stats(png: Path) -> dict[str, float]:
     q = (a // 16).reshape(-1, 3)
     colours = len(np.unique(q[:, 0].astype(np.int32) * 256 + q[:, 1] * 16 + q[:, 2]))
     white = float((a.min(axis=2) > 245).mean())
-    return {"width": a.shape[1], "height": a.shape[0], "std": float(a.std()), "colours": colours,
-            "white_fraction": white}
+    return {
+        "width": a.shape[1],
+        "height": a.shape[0],
+        "std": float(a.std()),
+        "colours": colours,
+        "white_fraction": white,
+    }
 
 
 def screenshot(html: Path, png: Path, size: str = "1280,2000", timeout: float = 180.0) -> dict[str, float]:
@@ -52,8 +65,14 @@ def screenshot(html: Path, png: Path, size: str = "1280,2000", timeout: float = 
     png.parent.mkdir(parents=True, exist_ok=True)
     png.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        cmd = [exe, *FLAGS, f"--user-data-dir={profile}", f"--screenshot={png}", f"--window-size={size}",
-               html.as_uri()]
+        cmd = [
+            exe,
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            f"--screenshot={png}",
+            f"--window-size={size}",
+            html.as_uri(),
+        ]
         t0 = time.perf_counter()
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         wall = time.perf_counter() - t0

@@ -1,4 +1,4 @@
-"""Demonstrations produced here: the scripted expert in the real LIBERO scenes, recorded in the official layout.
+"""Demonstrations made here: the scripted expert in the real LIBERO scenes, recorded in the official layout.
 
 Each attempt runs the expert with the simulator stepping only physics (no rendering, ~10x faster);
 successful attempts are then rendered from their stored states through `sim.render_views`, the same
@@ -53,7 +53,9 @@ def _cache_key(p: CollectParams) -> str:
     """Hash of everything that changes an attempt's result, the expert's code included."""
     import libero_dp.expert as expert_mod
 
-    code = Path(expert_mod.__file__).read_bytes() + Path(__file__).read_bytes() + Path(sim.__file__).read_bytes()
+    code = (
+        Path(expert_mod.__file__).read_bytes() + Path(__file__).read_bytes() + Path(sim.__file__).read_bytes()
+    )
     fields = (p.init, p.seed, p.image_size, p.max_steps, p.steps_after_success, p.num_steps_wait)
     return hashlib.sha256(repr(fields).encode() + code).hexdigest()[:12]
 
@@ -82,8 +84,17 @@ def run_job(job: Job, p: CollectParams) -> dict:
 
     t0 = time.perf_counter()
     try:
-        res = run_episode(env, job.task, make_expert(job.task), job.reset_seed, init, p.max_steps,
-                          p.num_steps_wait, p.steps_after_success, on_step=on_step)
+        res = run_episode(
+            env,
+            job.task,
+            make_expert(job.task),
+            job.reset_seed,
+            init,
+            p.max_steps,
+            p.num_steps_wait,
+            p.steps_after_success,
+            on_step=on_step,
+        )
     except NotImplementedError:
         raise
     except Exception as e:  # MuJoCo instability etc.: one attempt lost, the collection goes on
@@ -96,15 +107,23 @@ def run_job(job: Job, p: CollectParams) -> dict:
         demo = _render_demo(env, job, p, steps, final_state, xml, res)
         with atomic_path(job.out + ".h5", ".h5") as tmp:
             meta = sim.env_metadata(env, job.task, p.image_size)
-            write_task_file(tmp, [demo], env_name=meta["env_name"], problem_name=meta["problem_name"],
-                            domain_name=meta["domain_name"], language=meta["language"],
-                            bddl_file=meta["bddl_file"], env_kwargs=meta["env_kwargs"])
+            write_task_file(
+                tmp,
+                [demo],
+                env_name=meta["env_name"],
+                problem_name=meta["problem_name"],
+                domain_name=meta["domain_name"],
+                language=meta["language"],
+                bddl_file=meta["bddl_file"],
+                env_kwargs=meta["env_kwargs"],
+            )
     write_json(job.out + ".json", res)
     return res
 
 
-def _render_demo(env: Any, job: Job, p: CollectParams, steps: list, final_state: np.ndarray, xml: str,
-                 res: dict) -> Demo:
+def _render_demo(
+    env: Any, job: Job, p: CollectParams, steps: list, final_state: np.ndarray, xml: str, res: dict
+) -> Demo:
     """Images for obs[j] = the state after action j, rendered from stored states.
 
     Rendered right after the live run, with no reset in between: LIBERO's fixture placement (e.g. the
@@ -166,7 +185,10 @@ def collect(p: CollectParams, cache_root: Path = Path("data/cache/collect")) -> 
         cache = cache_root / task.name / key
         cache.mkdir(parents=True, exist_ok=True)
         # 1) the expert's success on the official init states (state-only, no images)
-        checks = [Job("check", task, i, i, True, str(cache / f"check_{i:03d}")) for i in range(p.expert_check_episodes)]
+        checks = [
+            Job("check", task, i, i, True, str(cache / f"check_{i:03d}"))
+            for i in range(p.expert_check_episodes)
+        ]
         check_res = _run_jobs(checks, p, f"expert check {task.name[:40]}")
         # 2) demos from fresh resets, in rounds until demos_per_task succeeded or attempts run out
         kept: list[dict] = []
@@ -179,8 +201,14 @@ def collect(p: CollectParams, cache_root: Path = Path("data/cache/collect")) -> 
                 n = min(int(np.ceil(n / rate)), budget - nxt)
             init_official = p.init == "official"
             jobs = [
-                Job("demo", task, k, k if init_official else reset_seed_for(p.seed, task, k), init_official,
-                    str(cache / f"demo_{k:05d}"))
+                Job(
+                    "demo",
+                    task,
+                    k,
+                    k if init_official else reset_seed_for(p.seed, task, k),
+                    init_official,
+                    str(cache / f"demo_{k:05d}"),
+                )
                 for k in range(nxt, nxt + n)
             ]
             nxt += n
@@ -193,7 +221,9 @@ def collect(p: CollectParams, cache_root: Path = Path("data/cache/collect")) -> 
         _assemble(out_dir / f"{task.name}_demo.hdf5", [cache / f"demo_{r['index']:05d}.h5" for r in kept])
         metrics["tasks"][task.name] = _task_metrics(task, check_res, attempts, kept)
     metrics["wall_s"] = time.perf_counter() - t_start
-    ok = [m["expert_official"]["success_rate"] for m in metrics["tasks"].values() if m["expert_official"]["n"]]
+    ok = [
+        m["expert_official"]["success_rate"] for m in metrics["tasks"].values() if m["expert_official"]["n"]
+    ]
     metrics["mean_expert_success"] = mean(ok) if ok else None
     metrics["num_demos"] = sum(m["demos"] for m in metrics["tasks"].values())
     return metrics
@@ -229,7 +259,9 @@ def _task_metrics(task: sim.TaskSpec, checks: list[dict], attempts: list[dict], 
         "language": task.language,
         "expert_official": {
             **rate_summary(len(succ), len(checks)),
-            "final_success_rate": (sum(bool(r.get("final_success")) for r in checks) / len(checks)) if checks else None,
+            "final_success_rate": (sum(bool(r.get("final_success")) for r in checks) / len(checks))
+            if checks
+            else None,
             "mean_steps_to_success": mean(steps) if steps else None,
             "median_steps_to_success": median(steps) if steps else None,
             "failure_causes": causes,

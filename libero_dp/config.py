@@ -71,7 +71,9 @@ class WindowsParams(_Section):
     @classmethod
     def _k(cls, v: int) -> int:
         if v < 1:
-            raise ValueError(f"windows.image_history must be >= 1 (got {v}): the current frame is always read")
+            raise ValueError(
+                f"windows.image_history must be >= 1 (got {v}): the current frame is always read"
+            )
         return v
 
 
@@ -119,7 +121,9 @@ class EvalParams(_Section):
     video_every: int = Field(2, ge=1)  # render every n-th recorded state into the MP4 (fps = 20 / n)
     # on_demand: images only where the policy reads them; every_step: render every step (benchmarking only)
     render: Literal["on_demand", "every_step"] = "on_demand"
-    ray_address: str | None = None  # None = local Ray with `workers` CPUs; else connect (e.g. "auto", "ray://h:10001")
+    ray_address: str | None = (
+        None  # None = local Ray with `workers` CPUs; else connect (e.g. "auto", "ray://h:10001")
+    )
     threads_per_worker: int = Field(1, ge=1)  # torch intra-op threads per eval actor
     out_dir: str = "data/eval"
 

@@ -72,8 +72,13 @@ def write_task_file(
         g.attrs["bddl_file_name"] = bddl_file
         g.attrs["bddl_file_content"] = bddl_text
         g.attrs["env_args"] = json.dumps(
-            {"type": 1, "env_name": env_name, "problem_name": problem_name, "bddl_file": bddl_file,
-             "env_kwargs": env_kwargs}
+            {
+                "type": 1,
+                "env_name": env_name,
+                "problem_name": problem_name,
+                "bddl_file": bddl_file,
+                "env_kwargs": env_kwargs,
+            }
         )
         total = 0
         for i, d in enumerate(demos):
@@ -89,7 +94,9 @@ def write_task_file(
             og = dg.create_group("obs")
             for k, v in d.obs.items():
                 if k in OBS_IMAGE_KEYS:
-                    og.create_dataset(k, data=v, dtype=np.uint8, chunks=(1, *v.shape[1:]), compression=compression)
+                    og.create_dataset(
+                        k, data=v, dtype=np.uint8, chunks=(1, *v.shape[1:]), compression=compression
+                    )
                 else:
                     og.create_dataset(k, data=np.asarray(v, dtype=np.float64))
             dg.attrs["num_samples"] = t
@@ -131,7 +138,9 @@ def _err(path: Path, where: str, msg: str) -> DemoFileError:
     return DemoFileError(f"{path}: {where}: {msg}")
 
 
-def _check_array(path: Path, where: str, ds: object, dtype_kind: str, trailing: tuple, length: int | None) -> None:
+def _check_array(
+    path: Path, where: str, ds: object, dtype_kind: str, trailing: tuple, length: int | None
+) -> None:
     if not isinstance(ds, h5py.Dataset):
         raise _err(path, where, "expected a dataset, found a group")
     if ds.dtype.kind not in dtype_kind:
@@ -166,7 +175,9 @@ def validate_task_file(path: str | Path, min_length: int = 1) -> TaskFile:
             info = json.loads(g.attrs["problem_info"])
             language = str(info["language_instruction"])
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise _err(path, "data.attrs['problem_info']", f"expected JSON with 'language_instruction' ({e})")
+            raise _err(
+                path, "data.attrs['problem_info']", f"expected JSON with 'language_instruction' ({e})"
+            ) from None
         keys = demo_keys(g)
         if not keys:
             raise _err(path, "data", "no demo_<i> groups; expected at least one demonstration")
@@ -180,7 +191,11 @@ def validate_task_file(path: str | Path, min_length: int = 1) -> TaskFile:
             if t == 0:
                 raise _err(path, f"data/{k}", "empty demo (0 steps)")
             if t < min_length:
-                raise _err(path, f"data/{k}", f"demo has {t} steps; expected at least extract.min_length={min_length}")
+                raise _err(
+                    path,
+                    f"data/{k}",
+                    f"demo has {t} steps; expected at least extract.min_length={min_length}",
+                )
             if "obs" not in d:
                 raise _err(path, f"data/{k}/obs", "missing group")
             for ik in OBS_IMAGE_KEYS:
@@ -188,20 +203,28 @@ def validate_task_file(path: str | Path, min_length: int = 1) -> TaskFile:
                     raise _err(path, f"data/{k}/obs/{ik}", "missing dataset")
                 ds = d["obs"][ik]
                 if ds.dtype != np.uint8 or ds.ndim != 4 or ds.shape[-1] != 3 or ds.shape[1] != ds.shape[2]:
-                    raise _err(path, f"data/{k}/obs/{ik}", f"expected uint8 (T, S, S, 3), got {ds.dtype} {ds.shape}")
+                    raise _err(
+                        path, f"data/{k}/obs/{ik}", f"expected uint8 (T, S, S, 3), got {ds.dtype} {ds.shape}"
+                    )
                 if ds.shape[0] != t:
-                    raise _err(path, f"data/{k}/obs/{ik}", f"length {ds.shape[0]} does not match actions length {t}")
+                    raise _err(
+                        path, f"data/{k}/obs/{ik}", f"length {ds.shape[0]} does not match actions length {t}"
+                    )
                 if image_size is None:
                     image_size = ds.shape[1]
                 elif ds.shape[1] != image_size:
-                    raise _err(path, f"data/{k}/obs/{ik}", f"image size {ds.shape[1]} differs from {image_size}")
+                    raise _err(
+                        path, f"data/{k}/obs/{ik}", f"image size {ds.shape[1]} differs from {image_size}"
+                    )
             for ok, trailing in REQUIRED_OBS.items():
                 if ok not in d["obs"]:
                     raise _err(path, f"data/{k}/obs/{ok}", "missing dataset")
                 _check_array(path, f"data/{k}/obs/{ok}", d["obs"][ok], "f", trailing, t)
             wait = int(d.attrs.get("num_steps_wait", 0))
             if not 0 <= wait < t - 1:
-                raise _err(path, f"data/{k}.attrs['num_steps_wait']", f"expected 0 <= value < {t - 1}, got {wait}")
+                raise _err(
+                    path, f"data/{k}.attrs['num_steps_wait']", f"expected 0 <= value < {t - 1}, got {wait}"
+                )
             lengths.append(t)
             firsts.append(max(wait, 1))
         problem = str(info.get("problem_name", ""))

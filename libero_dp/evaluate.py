@@ -60,8 +60,9 @@ class Runner(Protocol):
     horizon: int
     image_history: int
 
-    def predict_chunk(self, frames: dict[str, np.ndarray], proprio: np.ndarray, language: str,
-                      seed: int | None = None) -> np.ndarray: ...
+    def predict_chunk(
+        self, frames: dict[str, np.ndarray], proprio: np.ndarray, language: str, seed: int | None = None
+    ) -> np.ndarray: ...
 
 
 # ------------------------------------------------------------------------------------------ episodes
@@ -87,17 +88,31 @@ class EpisodeSpec:
         return f"{self.task.name}/s{self.seed}_e{self.index:03d}"
 
 
-def protocol_specs(task: sim.TaskSpec, seeds: list[int], episodes: int, ep: EvalParams,
-                   language: str | None = None) -> list[EpisodeSpec]:
+def protocol_specs(
+    task: sim.TaskSpec, seeds: list[int], episodes: int, ep: EvalParams, language: str | None = None
+) -> list[EpisodeSpec]:
     """The benchmark's episodes: i starts from official init state i mod 50, reset seed seed*1000 + i."""
     inits = sim.official_init_states(task)
-    return [EpisodeSpec(task, i, s, s * 1000 + i, inits[i % len(inits)], ep.num_steps_wait, ep.max_steps,
-                        language or task.language, init_index=i % len(inits))
-            for s in seeds for i in range(episodes)]
+    return [
+        EpisodeSpec(
+            task,
+            i,
+            s,
+            s * 1000 + i,
+            inits[i % len(inits)],
+            ep.num_steps_wait,
+            ep.max_steps,
+            language or task.language,
+            init_index=i % len(inits),
+        )
+        for s in seeds
+        for i in range(episodes)
+    ]
 
 
-def replay_specs(task: sim.TaskSpec, demo_file: Path, seeds: list[int], episodes: int,
-                 ep: EvalParams) -> list[EpisodeSpec]:
+def replay_specs(
+    task: sim.TaskSpec, demo_file: Path, seeds: list[int], episodes: int, ep: EvalParams
+) -> list[EpisodeSpec]:
     """Episode i replays demo i (mod the number of demos) from its own reset seed and init state, without wait
     steps, for all of its actions (eval.max_steps does not cut a replay short)."""
     import h5py
@@ -116,13 +131,26 @@ def replay_specs(task: sim.TaskSpec, demo_file: Path, seeds: list[int], episodes
                 k = keys[i % len(keys)]
                 g = f["data"][k]
                 if "reset_seed" not in g.attrs:
-                    raise ValueError(f"{demo_file}: data/{k} has no 'reset_seed' attribute; replay needs "
-                                     "the seed of the recorded reset (fixture placement), as collect stores")
+                    raise ValueError(
+                        f"{demo_file}: data/{k} has no 'reset_seed' attribute; replay needs "
+                        "the seed of the recorded reset (fixture placement), as collect stores"
+                    )
                 init = np.asarray(g.attrs["init_state"])
-                out.append(EpisodeSpec(task, i, s, int(g.attrs["reset_seed"]), init,
-                                       0, int(g["actions"].shape[0]), task.language, demo=k,
-                                       actions=np.asarray(g["actions"][()], dtype=np.float64),
-                                       ref_states=np.asarray(g["states"][()]) if "states" in g else None))
+                out.append(
+                    EpisodeSpec(
+                        task,
+                        i,
+                        s,
+                        int(g.attrs["reset_seed"]),
+                        init,
+                        0,
+                        int(g["actions"].shape[0]),
+                        task.language,
+                        demo=k,
+                        actions=np.asarray(g["actions"][()], dtype=np.float64),
+                        ref_states=np.asarray(g["states"][()]) if "states" in g else None,
+                    )
+                )
     return out
 
 
@@ -193,8 +221,8 @@ class ChunkController(Controller):
 
     Temporal ensemble: re-plan every step; the action for step t averages, in model units, every stored
     prediction made at r <= t that covers t (t - r < len(executed)), entry executed[t - r] of that chunk, with
-    ACT's weights w_i = exp(-k * i), i = 0 for the OLDEST prediction (ACT weights older predictions more, which
-    smooths; k sets how fast newer ones are taken in), then converts the average to raw units.
+    ACT's weights w_i = exp(-k * i), i = 0 for the OLDEST prediction (ACT weights older predictions more, to
+    smooth; k sets how fast newer ones are taken in), then converts the average to raw units.
     """
 
     uses_images = True
@@ -267,8 +295,16 @@ def placement_hash(env: Any) -> str:
     return hashlib.sha1(data).hexdigest()[:16]
 
 
-def rollout(env: Any, spec: EpisodeSpec, ctrl: Controller, *, image_size: int, render: str = "on_demand",
-            needs_grasp: bool = False, policy: str = "") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def rollout(
+    env: Any,
+    spec: EpisodeSpec,
+    ctrl: Controller,
+    *,
+    image_size: int,
+    render: str = "on_demand",
+    needs_grasp: bool = False,
+    policy: str = "",
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run one episode; return its JSON record and its arrays (sim states (T+1, D), executed actions (T, 7)).
 
     Never raises for what happens inside the episode: an exception becomes the record's `error`.
@@ -357,8 +393,10 @@ def rollout(env: Any, spec: EpisodeSpec, ctrl: Controller, *, image_size: int, r
         n = min(len(states), len(spec.ref_states))
         rec["replay_max_state_diff"] = float(np.max(np.abs(np.asarray(states[:n]) - spec.ref_states[:n])))
     rec["failure"] = failure_label(rec, needs_grasp)
-    arrays = {"states": np.asarray(states, dtype=np.float64),
-              "actions": np.asarray(executed, dtype=np.float64).reshape(-1, 7)}
+    arrays = {
+        "states": np.asarray(states, dtype=np.float64),
+        "actions": np.asarray(executed, dtype=np.float64).reshape(-1, 7),
+    }
     return rec, arrays
 
 
@@ -370,7 +408,7 @@ def failure_label(rec: dict[str, Any], needs_grasp: bool) -> str | None:
         return "error"
     if needs_grasp and not rec["gripper_closed"]:
         return "gripper_never_closed"
-    path = np.asarray(rec["eef_path"])[-(STUCK_WINDOW + 1):]
+    path = np.asarray(rec["eef_path"])[-(STUCK_WINDOW + 1) :]
     moved = float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum()) if len(path) > 1 else 0.0
     return "stuck" if moved < STUCK_PATH_M else "timed_out_moving"
 
@@ -431,8 +469,12 @@ class EpisodeWorker:
                 else:
                     from libero_dp.sampling import PolicyRunner
 
-                    self.runner = PolicyRunner.load(Path(self.cfg.models_dir), weights=self.cfg.weights,
-                                                    device="cpu", sampling_steps=self.xp.sampling_steps)
+                    self.runner = PolicyRunner.load(
+                        Path(self.cfg.models_dir),
+                        weights=self.cfg.weights,
+                        device="cpu",
+                        sampling_steps=self.xp.sampling_steps,
+                    )
                 executed_indices(int(self.runner.horizon), self.xp.steps, self.xp.stride)  # fail fast
             self._ready = True
         info: dict[str, Any] = {"pid": os.getpid()}
@@ -472,14 +514,22 @@ class EpisodeWorker:
             rec = _error_record(spec, self.cfg.policy, f"{type(e).__name__}: {e}")
             rec["wall_s"] = time.perf_counter() - t0
             return rec, {}
-        rec, arrays = rollout(env, spec, ctrl, image_size=self.cfg.image_size, render=self.cfg.render,
-                              needs_grasp=task_needs_grasp(spec.task), policy=self.cfg.policy)
+        rec, arrays = rollout(
+            env,
+            spec,
+            ctrl,
+            image_size=self.cfg.image_size,
+            render=self.cfg.render,
+            needs_grasp=task_needs_grasp(spec.task),
+            policy=self.cfg.policy,
+        )
         rec["wall_s"] = time.perf_counter() - t0
         rec["pid"] = os.getpid()
         return rec, arrays
 
-    def render_video(self, task: sim.TaskSpec, reset_seed: int, states: np.ndarray, mhash: str | None,
-                     every: int) -> bytes:
+    def render_video(
+        self, task: sim.TaskSpec, reset_seed: int, states: np.ndarray, mhash: str | None, every: int
+    ) -> bytes:
         """Agentview MP4 of a recorded episode: seeded reset (same fixture placement), set_state per frame."""
         from libero_dp.video import encode_mp4
 
@@ -501,13 +551,32 @@ class EpisodeWorker:
 
 def _error_record(spec: EpisodeSpec, policy: str, error: str) -> dict[str, Any]:
     return {
-        "task": spec.task.name, "suite": spec.task.suite, "task_index": spec.task.index,
-        "episode": spec.index, "init_index": spec.init_index, "demo": spec.demo, "seed": spec.seed,
-        "reset_seed": spec.reset_seed, "policy": policy, "success": False, "steps_to_success": None,
-        "steps": 0, "wait_steps": spec.wait_steps,
-        "chunks": 0, "clip_rate": None, "clip_overshoot_mean": None, "clip_overshoot_max": None,
-        "out_of_range_rate": None, "inference_ms": None, "renders": 0, "render_s": 0.0, "wall_s": 0.0,
-        "error": error, "info_keys_seen": [], "placement_hash": None, "gripper_closed": False,
+        "task": spec.task.name,
+        "suite": spec.task.suite,
+        "task_index": spec.task.index,
+        "episode": spec.index,
+        "init_index": spec.init_index,
+        "demo": spec.demo,
+        "seed": spec.seed,
+        "reset_seed": spec.reset_seed,
+        "policy": policy,
+        "success": False,
+        "steps_to_success": None,
+        "steps": 0,
+        "wait_steps": spec.wait_steps,
+        "chunks": 0,
+        "clip_rate": None,
+        "clip_overshoot_mean": None,
+        "clip_overshoot_max": None,
+        "out_of_range_rate": None,
+        "inference_ms": None,
+        "renders": 0,
+        "render_s": 0.0,
+        "wall_s": 0.0,
+        "error": error,
+        "info_keys_seen": [],
+        "placement_hash": None,
+        "gripper_closed": False,
         "failure": "error",
         "eef_path": [],
     }
@@ -591,8 +660,14 @@ class _Pool:
                     queue.appendleft((spec, attempt + 1))
                     submit(i)
                     continue
-                rec, arrays = _error_record(spec, self.cfg.policy, f"worker died ({attempt} attempts): "
-                                            f"{type(e).__name__}: {str(e)[:300]}"), {}
+                rec, arrays = (
+                    _error_record(
+                        spec,
+                        self.cfg.policy,
+                        f"worker died ({attempt} attempts): {type(e).__name__}: {str(e)[:300]}",
+                    ),
+                    {},
+                )
                 rec["actor_died"] = True
             except RayError as e:
                 rec, arrays = _error_record(spec, self.cfg.policy, f"{type(e).__name__}: {str(e)[:600]}"), {}
@@ -694,13 +769,24 @@ def tasks_by_name(names: list[str]) -> list[sim.TaskSpec]:
     return out
 
 
-def cache_key(ep: EvalParams, xp: ExecParams, models_dir: Path, stats_path: Path, demo_files: list[Path],
-              image_size: int, runner_factory: Callable | None) -> str:
+def cache_key(
+    ep: EvalParams,
+    xp: ExecParams,
+    models_dir: Path,
+    stats_path: Path,
+    demo_files: list[Path],
+    image_size: int,
+    runner_factory: Callable | None,
+) -> str:
     """Hash of everything that changes an episode's outcome (not which episodes, workers or videos)."""
     here = Path(__file__).parent
     code = [here / "evaluate.py", here / "sim.py"]
-    parts: dict[str, Any] = {"policy": ep.policy, "max_steps": ep.max_steps,
-                             "num_steps_wait": ep.num_steps_wait, "image_size": image_size}
+    parts: dict[str, Any] = {
+        "policy": ep.policy,
+        "max_steps": ep.max_steps,
+        "num_steps_wait": ep.num_steps_wait,
+        "image_size": image_size,
+    }
     if ep.policy == "learned":
         parts.update(weights=ep.weights, exec=xp.model_dump(), stats=hash_paths([stats_path]))
         if runner_factory is None:
@@ -708,9 +794,12 @@ def cache_key(ep: EvalParams, xp: ExecParams, models_dir: Path, stats_path: Path
             code += [here / "sampling.py", here / "policy.py", here / "units.py"]
         else:
             fn = getattr(runner_factory, "func", runner_factory)
-            parts["runner"] = [getattr(fn, "__module__", ""), getattr(fn, "__qualname__", repr(fn)),
-                               repr(getattr(runner_factory, "args", ())),
-                               repr(sorted(getattr(runner_factory, "keywords", {}).items()))]
+            parts["runner"] = [
+                getattr(fn, "__module__", ""),
+                getattr(fn, "__qualname__", repr(fn)),
+                repr(getattr(runner_factory, "args", ())),
+                repr(sorted(getattr(runner_factory, "keywords", {}).items())),
+            ]
     elif ep.policy == "expert":
         code.append(here / "expert.py")
     else:
@@ -767,17 +856,33 @@ def evaluate(
     key = cache_key(ep, xp, models_dir, stats_path, demo_files, size, runner_factory)
     cache = Path(cache_root) / key
     cache.mkdir(parents=True, exist_ok=True)
-    write_json(cache / "params.json", {"eval": ep.model_dump(), "exec": xp.model_dump(), "image_size": size,
-                                       "models_dir": str(models_dir), "stats_path": str(stats_path)})
+    write_json(
+        cache / "params.json",
+        {
+            "eval": ep.model_dump(),
+            "exec": xp.model_dump(),
+            "image_size": size,
+            "models_dir": str(models_dir),
+            "stats_path": str(stats_path),
+        },
+    )
     records: dict[str, dict[str, Any]] = {}
     for s in specs:
         p = _record_path(cache, s)
         if p.exists():
             records[s.key] = json.loads(p.read_text())
     todo = [s for s in specs if s.key not in records]
-    cfg = WorkerConfig(policy=ep.policy, exec_params=xp.model_dump(), image_size=size, render=ep.render,
-                       models_dir=str(models_dir.resolve()), stats_path=str(stats_path.resolve()),
-                       weights=ep.weights, threads=ep.threads_per_worker, runner_factory=runner_factory)
+    cfg = WorkerConfig(
+        policy=ep.policy,
+        exec_params=xp.model_dump(),
+        image_size=size,
+        render=ep.render,
+        models_dir=str(models_dir.resolve()),
+        stats_path=str(stats_path.resolve()),
+        weights=ep.weights,
+        threads=ep.threads_per_worker,
+        runner_factory=runner_factory,
+    )
     new_keys: list[str] = []
     t_episodes = 0.0
     videos: dict[str, bytes] = {}
@@ -789,8 +894,13 @@ def evaluate(
             if ep.policy == "learned" and setup:
                 h = setup[0]["horizon"]
                 executed_indices(h, xp.steps, xp.stride)
-            bar = tqdm(total=len(specs), initial=len(records), desc=f"eval {ep.policy}", unit="ep",
-                       disable=not progress)
+            bar = tqdm(
+                total=len(specs),
+                initial=len(records),
+                desc=f"eval {ep.policy}",
+                unit="ep",
+                disable=not progress,
+            )
 
             def on_done(spec: EpisodeSpec, rec: dict, arrays: dict) -> None:
                 # states first, then the record: a record on disk always has its arrays
@@ -822,8 +932,9 @@ def evaluate(
             for name, data in videos.items():
                 (tmp / "videos" / name).write_bytes(data)
     new = [records[k] for k in new_keys]
-    metrics = summarise(ep, xp, tasks, ordered, new, t_episodes, time.perf_counter() - t_start, key, size,
-                        sorted(videos))
+    metrics = summarise(
+        ep, xp, tasks, ordered, new, t_episodes, time.perf_counter() - t_start, key, size, sorted(videos)
+    )
     if ep.policy == "expert" and collect_metrics is not None and Path(collect_metrics).exists():
         collected = json.loads(Path(collect_metrics).read_text()).get("tasks", {})
         for name, t in metrics["tasks"].items():
@@ -864,23 +975,38 @@ def _video_name(spec: EpisodeSpec, rec: dict) -> str:
 
 def _videos_missing(ep: EvalParams, specs: list[EpisodeSpec], records: dict, cache: Path) -> bool:
     chosen = _video_choices(ep, specs, records)
-    return any(not _record_path(cache, s).with_suffix(".mp4").exists()
-               and _record_path(cache, s).with_suffix(".npz").exists() for s in chosen)
+    return any(
+        not _record_path(cache, s).with_suffix(".mp4").exists()
+        and _record_path(cache, s).with_suffix(".npz").exists()
+        for s in chosen
+    )
 
 
-def _make_videos(ep: EvalParams, specs: list[EpisodeSpec], records: dict, cache: Path,
-                 pool: _Pool | None) -> dict[str, bytes]:
+def _make_videos(
+    ep: EvalParams, specs: list[EpisodeSpec], records: dict, cache: Path, pool: _Pool | None
+) -> dict[str, bytes]:
     """Cached MP4s for the chosen episodes; render the missing ones on the actors from stored states."""
     chosen = _video_choices(ep, specs, records)
-    todo = [s for s in chosen if not _record_path(cache, s).with_suffix(".mp4").exists()
-            and _record_path(cache, s).with_suffix(".npz").exists()]
+    todo = [
+        s
+        for s in chosen
+        if not _record_path(cache, s).with_suffix(".mp4").exists()
+        and _record_path(cache, s).with_suffix(".npz").exists()
+    ]
     if todo and pool is not None:
         jobs = []
         for s in todo:
             with np.load(_record_path(cache, s).with_suffix(".npz")) as z:
                 states = z["states"]
-            jobs.append((s.task, records[s.key]["reset_seed"], states, records[s.key].get("placement_hash"),
-                         ep.video_every))
+            jobs.append(
+                (
+                    s.task,
+                    records[s.key]["reset_seed"],
+                    states,
+                    records[s.key].get("placement_hash"),
+                    ep.video_every,
+                )
+            )
         for s, res in zip(todo, pool.map_videos(jobs), strict=True):
             if isinstance(res, Exception):
                 print(f"[eval] video for {s.key} failed: {type(res).__name__}: {str(res)[:300]}")
@@ -900,9 +1026,18 @@ def _mean(xs: list[Any]) -> float | None:
     return float(mean(xs)) if xs else None
 
 
-def summarise(ep: EvalParams, xp: ExecParams, tasks: list[sim.TaskSpec], records: list[dict],
-              new: list[dict], t_episodes: float, wall_s: float, key: str, image_size: int,
-              videos: list[str]) -> dict[str, Any]:
+def summarise(
+    ep: EvalParams,
+    xp: ExecParams,
+    tasks: list[sim.TaskSpec],
+    records: list[dict],
+    new: list[dict],
+    t_episodes: float,
+    wall_s: float,
+    key: str,
+    image_size: int,
+    videos: list[str],
+) -> dict[str, Any]:
     """Per-task and overall success with Wilson intervals, action clipping, failure labels, timing."""
     per_task: dict[str, Any] = {}
     for task in tasks:

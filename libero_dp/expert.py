@@ -809,7 +809,7 @@ def run_episode(
     """Reset, wait, then step the expert; success = `done` or check_success at any step.
 
     `on_step` also sees the wait steps, with negative indices (-num_steps_wait .. -1): a recording that
-    starts at the reset replays exactly, since the gripper controller's internal state is not in the sim state.
+    starts at the reset replays exactly: the gripper controller's internal state is not in the sim state.
     """
     obs = sim.reset_to(env, reset_seed, init_state)
     for k in range(num_steps_wait):

@@ -72,8 +72,9 @@ class Inputs:
 
 def _need(path: Path, stage: str) -> Path:
     if not path.exists():
-        raise ReportInputError(f"{path}: not found; it is written by the '{stage}' stage "
-                               f"(run `dvc repro {stage}`)")
+        raise ReportInputError(
+            f"{path}: not found; it is written by the '{stage}' stage (run `dvc repro {stage}`)"
+        )
     return path
 
 
@@ -100,8 +101,9 @@ def read_records(path: Path) -> list[dict]:
             try:
                 recs.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not a JSON line ({e.msg}); "
-                                 "expected one episode record per line") from None
+                raise ValueError(
+                    f"{path}:{i}: not a JSON line ({e.msg}); expected one episode record per line"
+                ) from None
     return recs
 
 
@@ -114,7 +116,7 @@ def read_demo_paths(extracted_dir: Path, per_task: int = 5) -> dict[str, list[np
     for e in episodes:
         name = names.get(e["task_id"], str(e["task_id"]))
         if len(out[name]) < per_task:
-            out[name].append(np.asarray(ee[e["start"]:e["end"], :3], dtype=np.float64))
+            out[name].append(np.asarray(ee[e["start"] : e["end"], :3], dtype=np.float64))
     return dict(out)
 
 
@@ -134,9 +136,15 @@ def git_info(cwd: Path | None = None) -> dict[str, str]:
     return {"rev": sha[:12] + ("-dirty" if dirty else ""), "sha": sha, "branch": branch, "dirty": str(dirty)}
 
 
-def load_inputs(scaled_dir: Path, eval_dir: Path, extracted_dir: Path | None = None,
-                metrics_dir: Path = Path("metrics"), params_file: Path = Path("params.yaml"),
-                lock_file: Path = Path("dvc.lock"), repo_dir: Path | None = None) -> Inputs:
+def load_inputs(
+    scaled_dir: Path,
+    eval_dir: Path,
+    extracted_dir: Path | None = None,
+    metrics_dir: Path = Path("metrics"),
+    params_file: Path = Path("params.yaml"),
+    lock_file: Path = Path("dvc.lock"),
+    repo_dir: Path | None = None,
+) -> Inputs:
     """Read the documented inputs (missing -> ReportInputError naming the stage) and the optional ones."""
     metrics_dir, eval_dir = Path(metrics_dir), Path(eval_dir)
     metrics = {p.stem: json.loads(p.read_text()) for p in sorted(metrics_dir.glob("*.json"))}
@@ -158,9 +166,19 @@ def load_inputs(scaled_dir: Path, eval_dir: Path, extracted_dir: Path | None = N
     lock = yaml.safe_load(lock_file.read_text()) if lock_file.exists() else None
     if lock is None:
         warnings.append(f"{lock_file} not found: stage hashes unavailable (run through `dvc repro`)")
-    return Inputs(metrics=metrics, train_log=train_log, histograms=histograms, records=records, videos=videos,
-                  eval_dir=eval_dir, params=params or {}, demo_paths=demo_paths, lock=lock,
-                  git=git_info(repo_dir), warnings=warnings)
+    return Inputs(
+        metrics=metrics,
+        train_log=train_log,
+        histograms=histograms,
+        records=records,
+        videos=videos,
+        eval_dir=eval_dir,
+        params=params or {},
+        demo_paths=demo_paths,
+        lock=lock,
+        git=git_info(repo_dir),
+        warnings=warnings,
+    )
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -203,7 +221,9 @@ def rate_row(name: str, recs: list[dict]) -> RateRow:
     succ = [r for r in recs if r.get("success")]
     steps = [r["steps_to_success"] for r in succ if isinstance(r.get("steps_to_success"), (int, float))]
     return RateRow(
-        name=name, n=len(recs), successes=len(succ),
+        name=name,
+        n=len(recs),
+        successes=len(succ),
         steps_mean=float(np.mean(steps)) if steps else None,
         steps_median=float(np.median(steps)) if steps else None,
         clip_rate=_mean(r.get("clip_rate") for r in recs),
@@ -224,8 +244,11 @@ def _task_entries(ev: dict) -> dict[str, dict]:
     for key in ("tasks", "per_task"):
         if isinstance(ev.get(key), dict):
             return {k: v for k, v in ev[key].items() if isinstance(v, dict)}
-    return {k: v for k, v in ev.items()
-            if isinstance(v, dict) and "success_rate" in v and k not in ("overall", "families", "per_family")}
+    return {
+        k: v
+        for k, v in ev.items()
+        if isinstance(v, dict) and "success_rate" in v and k not in ("overall", "families", "per_family")
+    }
 
 
 def _family_entries(ev: dict) -> dict[str, dict]:
@@ -246,11 +269,17 @@ def row_from_metrics(name: str, m: dict) -> RateRow:
         mean_s, med_s = steps.get("mean"), steps.get("median")
     else:
         mean_s, med_s = m.get("mean_steps_to_success", steps), m.get("median_steps_to_success")
-    return RateRow(name=name, n=n, successes=int(succ), steps_mean=_num(mean_s), steps_median=_num(med_s),
-                   clip_rate=_num(m.get("mean_clip_rate", m.get("clip_rate"))),
-                   out_of_range_rate=_num(m.get("mean_out_of_range_rate", m.get("out_of_range_rate"))),
-                   inference_ms=_num(m.get("mean_inference_ms", m.get("inference_ms"))),
-                   failures={k: int(v) for k, v in (m.get("failures") or {}).items() if v})
+    return RateRow(
+        name=name,
+        n=n,
+        successes=int(succ),
+        steps_mean=_num(mean_s),
+        steps_median=_num(med_s),
+        clip_rate=_num(m.get("mean_clip_rate", m.get("clip_rate"))),
+        out_of_range_rate=_num(m.get("mean_out_of_range_rate", m.get("out_of_range_rate"))),
+        inference_ms=_num(m.get("mean_inference_ms", m.get("inference_ms"))),
+        failures={k: int(v) for k, v in (m.get("failures") or {}).items() if v},
+    )
 
 
 def _num(x: Any) -> float | None:
@@ -272,10 +301,16 @@ def task_rows(ev: dict, records: list[dict], warnings: list[str] | None = None) 
     if warnings is not None:
         for row in rows:
             m = entries.get(row.name)
-            if m and isinstance(m.get("success_rate"), (int, float)) and row.name in by_task \
-                    and abs(float(m["success_rate"]) - row.rate) > 1e-6:
-                warnings.append(f"task {row.name}: eval.json success_rate {m['success_rate']:.3f} != "
-                                f"{row.rate:.3f} from records.jsonl (records are shown)")
+            if (
+                m
+                and isinstance(m.get("success_rate"), (int, float))
+                and row.name in by_task
+                and abs(float(m["success_rate"]) - row.rate) > 1e-6
+            ):
+                warnings.append(
+                    f"task {row.name}: eval.json success_rate {m['success_rate']:.3f} != "
+                    f"{row.rate:.3f} from records.jsonl (records are shown)"
+                )
     return rows
 
 
@@ -379,10 +414,16 @@ def fig_training(log: list[dict[str, float]]) -> str:
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
 
     def series(col: str) -> tuple[np.ndarray, np.ndarray]:
-        pts = [(r["step"], r[col]) for r in log if math.isfinite(r.get("step", math.nan))
-               and math.isfinite(r.get(col, math.nan))]
-        return (np.array([p[0] for p in pts]), np.array([p[1] for p in pts])) if pts else (np.zeros(0),
-                                                                                            np.zeros(0))
+        pts = [
+            (r["step"], r[col])
+            for r in log
+            if math.isfinite(r.get("step", math.nan)) and math.isfinite(r.get(col, math.nan))
+        ]
+        return (
+            (np.array([p[0] for p in pts]), np.array([p[1] for p in pts]))
+            if pts
+            else (np.zeros(0), np.zeros(0))
+        )
 
     ax = axes[0]
     for col, style in (("loss", "-"), ("val_mse", "o-")):
@@ -393,8 +434,10 @@ def fig_training(log: list[dict[str, float]]) -> str:
         ax.set_yscale("log")
     ax.set_title("loss")
     ax.legend(fontsize=8)
-    for ax, col, title in ((axes[1], "lr", "learning rate"),
-                           (axes[2], "samples_per_s", "throughput (samples/s)")):
+    for ax, col, title in (
+        (axes[1], "lr", "learning rate"),
+        (axes[2], "samples_per_s", "throughput (samples/s)"),
+    ):
         x, yv = series(col)
         if len(x):
             ax.plot(x, yv, color="C2" if col == "lr" else "C3")
@@ -415,15 +458,18 @@ def _absmax(stats: dict[str, dict]) -> tuple[list[str], np.ndarray]:
 def fig_action_magnitude(scale_m: dict) -> str:
     """max |a| per dimension at each step of the transform, log scale, so a 20x imbalance is visible."""
     plt = _plt()
-    stages = [("actions_raw", "raw LIBERO action (OSC units)"),
-              ("actions_physical", f"physical ({scale_m.get('pos_unit')}, {scale_m.get('rot_repr')})"),
-              ("actions_model", f"model input ({scale_m.get('norm')})")]
+    stages = [
+        ("actions_raw", "raw LIBERO action (OSC units)"),
+        ("actions_physical", f"physical ({scale_m.get('pos_unit')}, {scale_m.get('rot_repr')})"),
+        ("actions_model", f"model input ({scale_m.get('norm')})"),
+    ]
     stages = [(k, t) for k, t in stages if isinstance(scale_m.get(k), dict)]
     fig, axes = plt.subplots(1, len(stages) + 1, figsize=(5 * (len(stages) + 1), 3.8))
     for ax, (key, title) in zip(axes, stages, strict=False):
         names, mags = _absmax(scale_m[key])
-        colors = ["#e45756" if n in ("x", "y", "z") else "#9d755d" if n == "gripper" else "#4c78a8"
-                  for n in names]
+        colors = [
+            "#e45756" if n in ("x", "y", "z") else "#9d755d" if n == "gripper" else "#4c78a8" for n in names
+        ]
         ax.bar(range(len(names)), np.maximum(mags, 1e-12), color=colors)
         ax.set_xticks(range(len(names)), names, rotation=45, fontsize=8)
         ax.set_yscale("log")
@@ -455,8 +501,11 @@ def fig_histograms(hist: dict) -> str | None:
         return None
     ncol = max(len(v) for _, v in rows)
     fig, axes = plt.subplots(len(rows), ncol, figsize=(1.9 * ncol, 1.7 * len(rows)), squeeze=False)
-    names = {"raw": hist.get("raw_names") or [], "physical": hist.get("action_names") or [],
-             "model": hist.get("action_names") or []}
+    names = {
+        "raw": hist.get("raw_names") or [],
+        "physical": hist.get("action_names") or [],
+        "model": hist.get("action_names") or [],
+    }
     for i, (kind, keys) in enumerate(rows):
         for j in range(ncol):
             ax = axes[i][j]
@@ -521,8 +570,13 @@ def fig_paths(episodes: list[dict], demo_paths: dict[str, list[np.ndarray]]) -> 
             ax = axes[i][j]
             if demo is not None:
                 ax.plot(demo[:, a], demo[:, b], color="#54a24b", lw=1.5, label="demo (nearest start)")
-            ax.plot(ex[:, a], ex[:, b], color="#e45756" if not rec.get("success") else "#4c78a8", lw=1.5,
-                    label="executed")
+            ax.plot(
+                ex[:, a],
+                ex[:, b],
+                color="#e45756" if not rec.get("success") else "#4c78a8",
+                lw=1.5,
+                label="executed",
+            )
             ax.plot(ex[0, a], ex[0, b], "ko", ms=4, label="start")
             ax.plot(ex[-1, a], ex[-1, b], "kx", ms=6, label="end")
             ax.set_xlabel(f"{lbl[0]} (m)")
@@ -530,8 +584,12 @@ def fig_paths(episodes: list[dict], demo_paths: dict[str, list[np.ndarray]]) -> 
             ax.set_aspect("equal", adjustable="datalim")
             ax.grid(alpha=0.3)
             if j == 0:
-                ax.set_title(f"{_short(str(rec.get('task')), 40)} init {rget(rec, _K_INIT, '?')} "
-                             f"seed {rec.get('seed', '?')}\n{status}", fontsize=9, loc="left")
+                ax.set_title(
+                    f"{_short(str(rec.get('task')), 40)} init {rget(rec, _K_INIT, '?')} "
+                    f"seed {rec.get('seed', '?')}\n{status}",
+                    fontsize=9,
+                    loc="left",
+                )
                 ax.legend(fontsize=7)
     fig.tight_layout()
     return png_b64(fig, dpi=80)
@@ -544,8 +602,10 @@ def fig_failures(records: list[dict]) -> str | None:
         return None
     tasks = sorted({str(r.get("task")) for r in failed})
     labels = list(FAILURE_LABELS) + sorted({failure_label(r) for r in failed} - set(FAILURE_LABELS))
-    counts = {lab: [sum(1 for r in failed if r.get("task") == t and failure_label(r) == lab) for t in tasks]
-              for lab in labels}
+    counts = {
+        lab: [sum(1 for r in failed if r.get("task") == t and failure_label(r) == lab) for t in tasks]
+        for lab in labels
+    }
     fig, ax = plt.subplots(figsize=(9, max(2.0, 0.28 * len(tasks) + 1.2)))
     left = np.zeros(len(tasks))
     y = np.arange(len(tasks))[::-1]
@@ -566,8 +626,10 @@ def video_name(rec: dict) -> str | None:
     """The eval stage's name for an episode's video: <task>_s<seed>_e<episode:03d>_<success|failure>.mp4."""
     if rec.get("task") is None or rec.get("seed") is None or rec.get("episode") is None:
         return None
-    return (f"{rec['task']}_s{rec['seed']}_e{int(rec['episode']):03d}_"
-            f"{'success' if rec.get('success') else 'failure'}.mp4")
+    return (
+        f"{rec['task']}_s{rec['seed']}_e{int(rec['episode']):03d}_"
+        f"{'success' if rec.get('success') else 'failure'}.mp4"
+    )
 
 
 def match_video(rec: dict, videos: list[Path], eval_dir: Path) -> Path | None:
@@ -602,9 +664,11 @@ def video_html(path: Path, out_dir: Path, budget: VideoBudget | None = None) -> 
         src = "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
     else:
         src = html.escape(os.path.relpath(path, out_dir))
-    return (f'<figure class="video"><video controls muted loop preload="metadata" width="256" src="{src}">'
-            f'</video><figcaption>{html.escape(path.name)} ({size / 1e6:.2f} MB'
-            f'{"" if embed else ", linked"})</figcaption></figure>')
+    return (
+        f'<figure class="video"><video controls muted loop preload="metadata" width="256" src="{src}">'
+        f"</video><figcaption>{html.escape(path.name)} ({size / 1e6:.2f} MB"
+        f"{'' if embed else ', linked'})</figcaption></figure>"
+    )
 
 
 # ----------------------------------------------------------------------------------------------- tables
@@ -616,15 +680,30 @@ def _fmt(x: Any, spec: str = ".3f") -> str:
     return str(x)
 
 
-RATE_HEADERS = ["name", "episodes", "success", "Wilson 95%", "steps to success (mean / median)", "clip rate",
-                "out of range", "inference ms"]
+RATE_HEADERS = [
+    "name",
+    "episodes",
+    "success",
+    "Wilson 95%",
+    "steps to success (mean / median)",
+    "clip rate",
+    "out of range",
+    "inference ms",
+]
 
 
 def rate_cells(r: RateRow) -> list[str]:
     lo, hi = r.interval
-    return [r.name, str(r.n), f"{r.rate:.1%} ({r.successes}/{r.n})", f"[{lo:.1%}, {hi:.1%}]",
-            f"{_fmt(r.steps_mean, '.1f')} / {_fmt(r.steps_median, '.0f')}", _fmt(r.clip_rate, ".2%"),
-            _fmt(r.out_of_range_rate, ".2%"), _fmt(r.inference_ms, ".1f")]
+    return [
+        r.name,
+        str(r.n),
+        f"{r.rate:.1%} ({r.successes}/{r.n})",
+        f"[{lo:.1%}, {hi:.1%}]",
+        f"{_fmt(r.steps_mean, '.1f')} / {_fmt(r.steps_median, '.0f')}",
+        _fmt(r.clip_rate, ".2%"),
+        _fmt(r.out_of_range_rate, ".2%"),
+        _fmt(r.inference_ms, ".1f"),
+    ]
 
 
 def overall_row(records: list[dict], rows: list[RateRow]) -> RateRow:
@@ -656,9 +735,11 @@ def lock_summary(lock: dict | None) -> list[list[str]]:
         if name == "report":  # its own entry describes the previous report, not this one
             continue
         fp = hashlib.sha256(json.dumps(st, sort_keys=True, default=str).encode()).hexdigest()[:12]
-        outs = ", ".join(f"{o.get('path')}:{str(o.get('md5') or o.get('hash') or '?')[:10]}"
-                         + (f" ({o['nfiles']} files)" if o.get("nfiles") else "")
-                         for o in st.get("outs") or [])
+        outs = ", ".join(
+            f"{o.get('path')}:{str(o.get('md5') or o.get('hash') or '?')[:10]}"
+            + (f" ({o['nfiles']} files)" if o.get("nfiles") else "")
+            for o in st.get("outs") or []
+        )
         params = ", ".join(sorted(k for f in (st.get("params") or {}).values() for k in (f or {})))
         rows.append([name, fp, str(len(st.get("deps") or [])), params, outs])
     return rows
@@ -720,16 +801,23 @@ def _ratio_text(scale_m: dict) -> tuple[str, bool]:
     chosen = scale_m.get("pos_unit")
     r = _num(scale_m.get("pos_rot_ratio"))
     by_unit = scale_m.get("pos_rot_ratio_by_unit") or {}
-    parts = [f"Chosen position unit <b>{html.escape(str(chosen))}</b> with rotation as "
-             f"<b>{html.escape(str(scale_m.get('rot_repr')))}</b>: "
-             f"max|pos| / max|rot| = <b>{_fmt(r, '.3g')}</b> ({ratio_verdict(r)})."]
-    others = [f"{u}: {_fmt(_num(by_unit.get(u)), '.3g')} ({ratio_verdict(_num(by_unit.get(u))) })"
-              for u in UNITS if u in by_unit]
+    parts = [
+        f"Chosen position unit <b>{html.escape(str(chosen))}</b> with rotation as "
+        f"<b>{html.escape(str(scale_m.get('rot_repr')))}</b>: "
+        f"max|pos| / max|rot| = <b>{_fmt(r, '.3g')}</b> ({ratio_verdict(r)})."
+    ]
+    others = [
+        f"{u}: {_fmt(_num(by_unit.get(u)), '.3g')} ({ratio_verdict(_num(by_unit.get(u)))})"
+        for u in UNITS
+        if u in by_unit
+    ]
     if others:
         parts.append("Same data in other units — " + "; ".join(others) + ".")
-    parts.append("The seed's failure: positions in metres were ~20x smaller than the rotation values "
-                 "(ratio ~0.05), the model's outputs left the training range and were clipped; the fix, "
-                 "centimetres, brings the ratio to order 1.")
+    parts.append(
+        "The seed's failure: positions in metres were ~20x smaller than the rotation values "
+        "(ratio ~0.05), the model's outputs left the training range and were clipped; the fix, "
+        "centimetres, brings the ratio to order 1."
+    )
     ok = r is not None and 0.2 <= r <= 5
     return " ".join(parts), ok
 
@@ -774,10 +862,18 @@ def render(inputs: Inputs, paths_episodes: int = 3, out_dir: Path = Path("report
         rows, vids = [], []
         for r in recs[:MAX_FAILURES_LISTED]:
             v = match_video(r, inputs.videos, inputs.eval_dir)
-            rows.append([str(r.get("task")), str(r.get("episode", "–")), str(rget(r, _K_INIT, "–")),
-                         str(r.get("seed", "–")), str(r.get("steps", "–")),
-                         _fmt(_num(r.get("clip_rate")), ".2%"), str(r.get("error") or "")[:200],
-                         "below" if v else ""])
+            rows.append(
+                [
+                    str(r.get("task")),
+                    str(r.get("episode", "–")),
+                    str(rget(r, _K_INIT, "–")),
+                    str(r.get("seed", "–")),
+                    str(r.get("steps", "–")),
+                    _fmt(_num(r.get("clip_rate")), ".2%"),
+                    str(r.get("error") or "")[:200],
+                    "below" if v else "",
+                ]
+            )
             if v is not None and v not in used:
                 used.add(v)
                 vids.append(video_html(v, out_dir, budget))
@@ -786,38 +882,53 @@ def render(inputs: Inputs, paths_episodes: int = 3, out_dir: Path = Path("report
             f"<h3>{html.escape(lab)} — {len(recs)} episode(s)</h3>"
             + html_table(["task", "episode", "init", "seed", "steps", "clip rate", "error", "video"], rows)
             + (f"<p>… and {more} more.</p>" if more > 0 else "")
-            + (f'<div class="videos">{"".join(vids)}</div>' if vids
-               else "<p><i>no video for these episodes</i></p>"))
+            + (
+                f'<div class="videos">{"".join(vids)}</div>'
+                if vids
+                else "<p><i>no video for these episodes</i></p>"
+            )
+        )
     other_videos = [v for v in inputs.videos if v not in used]
 
     params_html = "".join(
         f"<details{' open' if k in ('exec', 'scale') else ''}><summary><b>{html.escape(k)}</b></summary>"
         f"<pre>{html.escape(yaml.safe_dump(v, sort_keys=False))}</pre></details>"
-        for k, v in inputs.params.items())
+        for k, v in inputs.params.items()
+    )
     lock_rows = lock_summary(inputs.lock)
     git = inputs.git
-    nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
-        ("success", "success"), ("training", "training"), ("units", "units & scaling"), ("paths", "paths"),
-        ("failures", "failures"), ("provenance", "params & provenance")))
-    kpi = (f'<div class="kpi"><div>overall success<b>{overall.rate:.1%}</b>'
-           f"[{lo:.1%}, {hi:.1%}] Wilson 95%</div>"
-           f"<div>episodes<b>{overall.n}</b>{len(tasks)} task(s)</div>"
-           f"<div>exec.steps / stride<b>{exec_p.get('steps', '–')} / {exec_p.get('stride', '–')}</b>"
-           f"temporal ensemble: {exec_p.get('temporal_ensemble', '–')}</div>"
-           f"<div>pos/rot ratio<b>{_fmt(_num(scale_m.get('pos_rot_ratio')), '.3g')}</b>unit "
-           f"{html.escape(str(scale_m.get('pos_unit')))}</div>"
-           f"<div>final train loss<b>{_fmt(log[-1]['loss'] if log else None, '.4g')}</b>"
-           f"step {int(log[-1]['step']) if log else '–'}</div>"
-           f"<div>clip rate<b>{_fmt(overall.clip_rate, '.2%')}</b>mean over episodes</div>"
-           f"<div>git<b>{html.escape(git.get('rev', 'unknown'))}</b>"
-           f"{html.escape(git.get('branch', ''))}</div></div>")
+    nav = "".join(
+        f'<a href="#{a}">{t}</a>'
+        for a, t in (
+            ("success", "success"),
+            ("training", "training"),
+            ("units", "units & scaling"),
+            ("paths", "paths"),
+            ("failures", "failures"),
+            ("provenance", "params & provenance"),
+        )
+    )
+    kpi = (
+        f'<div class="kpi"><div>overall success<b>{overall.rate:.1%}</b>'
+        f"[{lo:.1%}, {hi:.1%}] Wilson 95%</div>"
+        f"<div>episodes<b>{overall.n}</b>{len(tasks)} task(s)</div>"
+        f"<div>exec.steps / stride<b>{exec_p.get('steps', '–')} / {exec_p.get('stride', '–')}</b>"
+        f"temporal ensemble: {exec_p.get('temporal_ensemble', '–')}</div>"
+        f"<div>pos/rot ratio<b>{_fmt(_num(scale_m.get('pos_rot_ratio')), '.3g')}</b>unit "
+        f"{html.escape(str(scale_m.get('pos_unit')))}</div>"
+        f"<div>final train loss<b>{_fmt(log[-1]['loss'] if log else None, '.4g')}</b>"
+        f"step {int(log[-1]['step']) if log else '–'}</div>"
+        f"<div>clip rate<b>{_fmt(overall.clip_rate, '.2%')}</b>mean over episodes</div>"
+        f"<div>git<b>{html.escape(git.get('rev', 'unknown'))}</b>"
+        f"{html.escape(git.get('branch', ''))}</div></div>"
+    )
     warn_html = "".join(f'<p class="warn">{html.escape(w)}</p>' for w in warnings)
     train_scalars = _scalars({k: v for k, v in train_m.items() if k != "val_mse_dim"})
     val_dims = train_m.get("val_mse_dim") if isinstance(train_m.get("val_mse_dim"), dict) else {}
 
     body = f"""
 <h1>LIBERO diffusion-policy pipeline report</h1>
-<p>git {html.escape(git.get('sha', git.get('rev', 'unknown')))} · pipeline params below · generated by the
+<p>git {html.escape(git.get("sha", git.get("rev", "unknown")))} · pipeline params below · generated by the
 <code>report</code> stage</p>
 <nav>{nav}</nav>
 {kpi}
@@ -827,70 +938,128 @@ def render(inputs: Inputs, paths_episodes: int = 3, out_dir: Path = Path("report
 actions clipped to LIBERO's [-1, 1] (mean over episodes); out of range = model outputs outside the training
 range.</p>
 {html_table(RATE_HEADERS, [rate_cells(r) for r in [*tasks, overall]], "rates")}
-{_img(images['success'], 'success rate per task')}
-{('<h3>Per family</h3>' + html_table(RATE_HEADERS, [rate_cells(r) for r in fams]) + _img(images['families'],
-   'success per family')) if fams else ''}
+{_img(images["success"], "success rate per task")}
+{
+        (
+            "<h3>Per family</h3>"
+            + html_table(RATE_HEADERS, [rate_cells(r) for r in fams])
+            + _img(images["families"], "success per family")
+        )
+        if fams
+        else ""
+    }
 <h2 id="training">Training</h2>
-<p>Final train loss {_fmt(log[-1]['loss'] if log else None, '.4g')};
-best validation MSE {_fmt(best_val['val_mse'] if best_val else None, '.4g')} at step
-{int(best_val['step']) if best_val else '–'}; final learning rate
-{_fmt(log[-1].get('lr') if log else None, '.3g')}.</p>
-{_img(images['training'], 'training and validation loss, learning rate')}
-<details><summary>metrics/train.json</summary>{html_table(['key', 'value'], train_scalars)}
-{html_table(['dim', 'val MSE'], [[k, _fmt(_num(v), '.4g')] for k, v in val_dims.items()]) if val_dims else ''}
+<p>Final train loss {_fmt(log[-1]["loss"] if log else None, ".4g")};
+best validation MSE {_fmt(best_val["val_mse"] if best_val else None, ".4g")} at step
+{int(best_val["step"]) if best_val else "–"}; final learning rate
+{_fmt(log[-1].get("lr") if log else None, ".3g")}.</p>
+{_img(images["training"], "training and validation loss, learning rate")}
+<details><summary>metrics/train.json</summary>{html_table(["key", "value"], train_scalars)}
+{html_table(["dim", "val MSE"], [[k, _fmt(_num(v), ".4g")] for k, v in val_dims.items()]) if val_dims else ""}
 </details>
 <h2 id="units">Action magnitudes before and after scaling</h2>
-<div class="callout {'ok' if ratio_ok else ''}">{ratio_html}</div>
-{_img(images['magnitude'], 'action magnitude per dimension')}
-{_img(images['histograms'], 'action histograms raw / physical / model')}
+<div class="callout {"ok" if ratio_ok else ""}">{ratio_html}</div>
+{_img(images["magnitude"], "action magnitude per dimension")}
+{_img(images["histograms"], "action histograms raw / physical / model")}
 <h2 id="paths">Executed end-effector path vs demonstration</h2>
 <p>Three projections per episode; the demo is the one of the same task whose start is nearest.
-{'' if inputs.demo_paths else '<b>Demo arrays not available: executed paths only.</b>'}</p>
-{_img(images['paths'], 'end-effector paths') or '<p><i>no episode carries an eef path</i></p>'}
+{"" if inputs.demo_paths else "<b>Demo arrays not available: executed paths only.</b>"}</p>
+{_img(images["paths"], "end-effector paths") or "<p><i>no episode carries an eef path</i></p>"}
 <h2 id="failures">Failure analysis</h2>
 <p>{len(failed)} of {overall.n} episodes failed.
-{', '.join(f'{k}: {v}' for k, v in Counter(failure_label(r) for r in failed).most_common())}</p>
-{_img(images['failures'], 'failures by label')}
-{''.join(fail_html)}
-{('<h3>Other videos</h3><div class="videos">' + ''.join(video_html(v, out_dir, budget) for v in other_videos)
-  + '</div>') if other_videos else ''}
+{", ".join(f"{k}: {v}" for k, v in Counter(failure_label(r) for r in failed).most_common())}</p>
+{_img(images["failures"], "failures by label")}
+{"".join(fail_html)}
+{
+        (
+            '<h3>Other videos</h3><div class="videos">'
+            + "".join(video_html(v, out_dir, budget) for v in other_videos)
+            + "</div>"
+        )
+        if other_videos
+        else ""
+    }
 <h2 id="provenance">Params and provenance</h2>
-<p>git revision <code>{html.escape(git.get('rev', 'unknown'))}</code>
-(branch {html.escape(git.get('branch', '?'))}).</p>
-{html_table(LOCK_HEADERS, lock_rows) if lock_rows else '<p><i>no dvc.lock</i></p>'}
+<p>git revision <code>{html.escape(git.get("rev", "unknown"))}</code>
+(branch {html.escape(git.get("branch", "?"))}).</p>
+{html_table(LOCK_HEADERS, lock_rows) if lock_rows else "<p><i>no dvc.lock</i></p>"}
 {params_html}
 """
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>LIBERO DP report</title>'
-            f"<style>{CSS}</style></head><body>{body}</body></html>\n")
+    page = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>LIBERO DP report</title>'
+        f"<style>{CSS}</style></head><body>{body}</body></html>\n"
+    )
 
     md = [
-        "# LIBERO diffusion-policy pipeline report", "",
+        "# LIBERO diffusion-policy pipeline report",
+        "",
         f"git `{git.get('rev', 'unknown')}` · exec.steps={exec_p.get('steps')} "
-        f"stride={exec_p.get('stride')} · full report with plots and videos: `index.html`", "",
+        f"stride={exec_p.get('stride')} · full report with plots and videos: `index.html`",
+        "",
         f"**Overall success {overall.rate:.1%} ({overall.successes}/{overall.n}), "
-        f"Wilson 95% [{lo:.1%}, {hi:.1%}]**", "",
-        *(f"> warning: {w}" for w in warnings), "",
-        "## Success per task", "", md_table(RATE_HEADERS, [rate_cells(r) for r in [*tasks, overall]]), "",
+        f"Wilson 95% [{lo:.1%}, {hi:.1%}]**",
+        "",
+        *(f"> warning: {w}" for w in warnings),
+        "",
+        "## Success per task",
+        "",
+        md_table(RATE_HEADERS, [rate_cells(r) for r in [*tasks, overall]]),
+        "",
     ]
     if fams:
         md += ["## Per family", "", md_table(RATE_HEADERS, [rate_cells(r) for r in fams]), ""]
     by_unit = scale_m.get("pos_rot_ratio_by_unit") or {}
-    md += ["## Units", "", re.sub(r"</?b>", "**", ratio_html), "",
-           md_table(["unit", "max|pos| / max|rot|", "reading"],
-                    [[u + (" (chosen)" if u == str(scale_m.get("pos_unit")) else ""), _fmt(_num(v), ".3g"),
-                      ratio_verdict(_num(v))] for u, v in by_unit.items()]), "",
-           "## Training", "",
-           f"final loss {_fmt(log[-1]['loss'] if log else None, '.4g')}, best val MSE "
-           f"{_fmt(best_val['val_mse'] if best_val else None, '.4g')} at step "
-           f"{int(best_val['step']) if best_val else '–'}", "",
-           "## Failures", "",
-           md_table(["label", "episodes"], Counter(failure_label(r) for r in failed).most_common()) if failed
-           else "no failed episodes", "",
-           "## Provenance", "", f"git `{git.get('sha', git.get('rev'))}`", "",
-           md_table(LOCK_HEADERS, lock_rows) if lock_rows else "no dvc.lock", "",
-           "## Params", "", "```yaml", yaml.safe_dump(inputs.params, sort_keys=False).rstrip(), "```", ""]
-    return Report(html=page, markdown="\n".join(md), tasks=tasks, families=fams, overall=overall,
-                  images=sum(v is not None for v in images.values()), warnings=warnings)
+    md += [
+        "## Units",
+        "",
+        re.sub(r"</?b>", "**", ratio_html),
+        "",
+        md_table(
+            ["unit", "max|pos| / max|rot|", "reading"],
+            [
+                [
+                    u + (" (chosen)" if u == str(scale_m.get("pos_unit")) else ""),
+                    _fmt(_num(v), ".3g"),
+                    ratio_verdict(_num(v)),
+                ]
+                for u, v in by_unit.items()
+            ],
+        ),
+        "",
+        "## Training",
+        "",
+        f"final loss {_fmt(log[-1]['loss'] if log else None, '.4g')}, best val MSE "
+        f"{_fmt(best_val['val_mse'] if best_val else None, '.4g')} at step "
+        f"{int(best_val['step']) if best_val else '–'}",
+        "",
+        "## Failures",
+        "",
+        md_table(["label", "episodes"], Counter(failure_label(r) for r in failed).most_common())
+        if failed
+        else "no failed episodes",
+        "",
+        "## Provenance",
+        "",
+        f"git `{git.get('sha', git.get('rev'))}`",
+        "",
+        md_table(LOCK_HEADERS, lock_rows) if lock_rows else "no dvc.lock",
+        "",
+        "## Params",
+        "",
+        "```yaml",
+        yaml.safe_dump(inputs.params, sort_keys=False).rstrip(),
+        "```",
+        "",
+    ]
+    return Report(
+        html=page,
+        markdown="\n".join(md),
+        tasks=tasks,
+        families=fams,
+        overall=overall,
+        images=sum(v is not None for v in images.values()),
+        warnings=warnings,
+    )
 
 
 def write_tasks_csv(path: Path, rows: list[RateRow], overall: RateRow | None = None) -> None:
@@ -900,12 +1069,21 @@ def write_tasks_csv(path: Path, rows: list[RateRow], overall: RateRow | None = N
         w.writerow(["task", "success_rate", "wilson_low", "wilson_high", "n", "clip_rate"])
         for r in [*rows, *([overall] if overall else [])]:
             lo, hi = r.interval
-            w.writerow([r.name, f"{r.rate:.6g}", f"{lo:.6g}", f"{hi:.6g}", r.n,
-                        "" if r.clip_rate is None else f"{r.clip_rate:.6g}"])
+            w.writerow(
+                [
+                    r.name,
+                    f"{r.rate:.6g}",
+                    f"{lo:.6g}",
+                    f"{hi:.6g}",
+                    r.n,
+                    "" if r.clip_rate is None else f"{r.clip_rate:.6g}",
+                ]
+            )
 
 
-def build_report(out_dir: Path, inputs: Inputs, paths_episodes: int = 3,
-                 tasks_csv: Path | None = None) -> tuple[Report, list[Path]]:
+def build_report(
+    out_dir: Path, inputs: Inputs, paths_episodes: int = 3, tasks_csv: Path | None = None
+) -> tuple[Report, list[Path]]:
     """Render and write index.html + summary.md (each atomically); return the report and the written files."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

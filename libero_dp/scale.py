@@ -39,20 +39,33 @@ def split_episodes(episodes: list[dict], val_fraction: float, seed: int) -> dict
 
 
 def _stats(x: np.ndarray, names: list[str]) -> dict[str, dict[str, float]]:
-    return {n: {"min": float(x[:, i].min()), "max": float(x[:, i].max()), "mean": float(x[:, i].mean()),
-                "std": float(x[:, i].std())} for i, n in enumerate(names)}
+    return {
+        n: {
+            "min": float(x[:, i].min()),
+            "max": float(x[:, i].max()),
+            "mean": float(x[:, i].mean()),
+            "std": float(x[:, i].std()),
+        }
+        for i, n in enumerate(names)
+    }
 
 
 def scale(p: ScaleParams, extracted_dir: Path) -> dict:
     extracted_dir = Path(extracted_dir)
     episodes = json.loads((extracted_dir / "episodes.json").read_text())
     split = split_episodes(episodes, p.val_fraction, p.split_seed)
-    raw = {k: np.load(extracted_dir / f"{k}.npy", mmap_mode="r") for k in ("actions", "ee_pos", "ee_ori",
-                                                                          "gripper_states")}
+    raw = {
+        k: np.load(extracted_dir / f"{k}.npy", mmap_mode="r")
+        for k in ("actions", "ee_pos", "ee_ori", "gripper_states")
+    }
     train_rows = np.concatenate([np.arange(episodes[i]["start"], episodes[i]["end"]) for i in split["train"]])
     t = Transform(p.pos_unit, p.rot_repr, p.proprio_repr, p.norm)
-    t.fit(raw["actions"][train_rows], raw["ee_pos"][train_rows], raw["ee_ori"][train_rows],
-          raw["gripper_states"][train_rows])
+    t.fit(
+        raw["actions"][train_rows],
+        raw["ee_pos"][train_rows],
+        raw["ee_ori"][train_rows],
+        raw["gripper_states"][train_rows],
+    )
     actions = t.actions_to_model(raw["actions"])
     proprio = t.proprio_to_model(raw["ee_pos"], raw["ee_ori"], raw["gripper_states"])
     phys = t.actions_to_physical(raw["actions"][train_rows])
@@ -62,8 +75,11 @@ def scale(p: ScaleParams, extracted_dir: Path) -> dict:
         tu = Transform(unit, p.rot_repr, p.proprio_repr, "none")
         ratios[unit] = magnitude_ratio(tu.actions_to_physical(raw["actions"][train_rows]), tu.rot_slice)
     hist = {}
-    for name, x in (("raw", np.asarray(raw["actions"][train_rows])), ("physical", phys),
-                    ("model", actions[train_rows])):
+    for name, x in (
+        ("raw", np.asarray(raw["actions"][train_rows])),
+        ("physical", phys),
+        ("model", actions[train_rows]),
+    ):
         for i in range(x.shape[1]):
             counts, edges = np.histogram(x[:, i], bins=40)
             hist[f"{name}/{i}"] = {"counts": counts.tolist(), "edges": edges.tolist()}
@@ -73,8 +89,14 @@ def scale(p: ScaleParams, extracted_dir: Path) -> dict:
         t.meta = {"extracted_dir": str(extracted_dir)}
         t.save(out / "stats.json")
         write_json(out / "split.json", split)
-        write_json(out / "histograms.json", {"action_names": t.action_names,
-                                            "raw_names": ["x", "y", "z", "rx", "ry", "rz", "gripper"], **hist})
+        write_json(
+            out / "histograms.json",
+            {
+                "action_names": t.action_names,
+                "raw_names": ["x", "y", "z", "rx", "ry", "rz", "gripper"],
+                **hist,
+            },
+        )
     return {
         "pos_unit": p.pos_unit,
         "rot_repr": p.rot_repr,
@@ -83,7 +105,9 @@ def scale(p: ScaleParams, extracted_dir: Path) -> dict:
         "pos_rot_ratio_by_unit": ratios,
         "train_demos": len(split["train"]),
         "val_demos": len(split["val"]),
-        "actions_raw": _stats(np.asarray(raw["actions"][train_rows]), ["x", "y", "z", "rx", "ry", "rz", "gripper"]),
+        "actions_raw": _stats(
+            np.asarray(raw["actions"][train_rows]), ["x", "y", "z", "rx", "ry", "rz", "gripper"]
+        ),
         "actions_physical": _stats(phys, t.action_names),
         "actions_model": _stats(actions[train_rows], t.action_names),
         "proprio_model": _stats(proprio[train_rows], t.proprio_names),

@@ -11,8 +11,12 @@ from libero_dp.fileio import write_json
 from libero_dp.tracking import stage_run
 
 
-def run_stage(name: str, body: Callable[[Any], dict], metrics_path: str | Path | None = None,
-              sections: tuple[str, ...] = ()) -> dict:
+def run_stage(
+    name: str,
+    body: Callable[[Any], dict],
+    metrics_path: str | Path | None = None,
+    sections: tuple[str, ...] = (),
+) -> dict:
     """Run `body(params)` for section `name` (plus extra `sections`, passed as a tuple) and record it."""
     params = load_params(name)
     extra = tuple(load_params(s) for s in sections)

@@ -56,7 +56,9 @@ def matrix_to_axis_angle(r: np.ndarray) -> np.ndarray:
     r = np.asarray(r, dtype=np.float64)
     cos = np.clip((np.trace(r, axis1=-2, axis2=-1) - 1.0) / 2.0, -1.0, 1.0)
     theta = np.arccos(cos)
-    vec = np.stack([r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]], -1)
+    vec = np.stack(
+        [r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]], -1
+    )
     sin = np.sin(theta)
     small = sin < 1e-6
     scale = np.where(small, 0.5, theta / (2.0 * np.where(small, 1.0, sin)))
@@ -65,7 +67,9 @@ def matrix_to_axis_angle(r: np.ndarray) -> np.ndarray:
     if np.any(near_pi):  # rare: axis from the symmetric part
         rp = r[near_pi]
         axes = np.sqrt(np.clip((np.diagonal(rp, axis1=-2, axis2=-1) + 1.0) / 2.0, 0.0, None))
-        signs = np.sign(np.stack([np.ones(len(rp)), rp[:, 0, 1] + rp[:, 1, 0], rp[:, 0, 2] + rp[:, 2, 0]], -1))
+        signs = np.sign(
+            np.stack([np.ones(len(rp)), rp[:, 0, 1] + rp[:, 1, 0], rp[:, 0, 2] + rp[:, 2, 0]], -1)
+        )
         signs[signs == 0] = 1.0
         out[near_pi] = axes * signs * theta[near_pi][:, None]
     return out
@@ -109,7 +113,9 @@ class Normaliser:
         else:
             lo, hi = (x.min(0), x.max(0)) if mode == "minmax" else np.percentile(x, [1, 99], axis=0)
             off, sc = (lo + hi) / 2.0, (hi - lo) / 2.0
-        sc = np.where(sc < 1e-6, 1.0, sc)  # constant dims (e.g. a fixed gripper) stay put instead of blowing up
+        sc = np.where(
+            sc < 1e-6, 1.0, sc
+        )  # constant dims (e.g. a fixed gripper) stay put instead of blowing up
         return cls(mode, off.tolist(), sc.tolist())
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -186,7 +192,9 @@ class Transform:
         return np.concatenate([pos, r6, width], axis=-1)
 
     # model units
-    def fit(self, raw_actions: np.ndarray, ee_pos: np.ndarray, ee_ori: np.ndarray, gripper: np.ndarray) -> None:
+    def fit(
+        self, raw_actions: np.ndarray, ee_pos: np.ndarray, ee_ori: np.ndarray, gripper: np.ndarray
+    ) -> None:
         """Fit normalisers on the training split only."""
         self.action_norm = Normaliser.fit(self.actions_to_physical(raw_actions), self.norm)
         self.proprio_norm = Normaliser.fit(self.proprio_to_physical(ee_pos, ee_ori, gripper), self.norm)
@@ -240,7 +248,9 @@ class Transform:
             t.action_norm = Normaliser(**d["action_norm"])
             t.proprio_norm = Normaliser(**d["proprio_norm"])
         except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: not a valid transform file ({e!r}); expected the scale stage's stats.json")
+            raise ValueError(
+                f"{path}: not a valid transform file ({e!r}); expected the scale stage's stats.json"
+            ) from None
         return t
 
 

@@ -20,8 +20,17 @@ def encode_mp4(frames: Iterable[np.ndarray], fps: float = 20.0) -> bytes:
     fd, tmp = tempfile.mkstemp(suffix=".mp4")
     os.close(fd)
     try:
-        writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=7,
-                                    macro_block_size=16, pixelformat="yuv420p", ffmpeg_log_level="error")
+        writer = imageio.get_writer(
+            tmp,
+            format="FFMPEG",
+            mode="I",
+            fps=fps,
+            codec="libx264",
+            quality=7,
+            macro_block_size=16,
+            pixelformat="yuv420p",
+            ffmpeg_log_level="error",
+        )
         n = 0
         try:
             for f in frames:

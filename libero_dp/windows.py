@@ -28,8 +28,12 @@ def demo_windows(start: int, end: int, horizon: int, history: int) -> dict[str, 
     chunk = np.minimum(raw, end - 1)
     mask = raw < end
     hist = np.maximum(t[:, None] - np.arange(history - 1, -1, -1)[None, :], start)
-    return {"frame": t.astype(np.int64), "chunk": chunk.astype(np.int32), "mask": mask,
-            "hist": hist.astype(np.int32)}
+    return {
+        "frame": t.astype(np.int64),
+        "chunk": chunk.astype(np.int32),
+        "mask": mask,
+        "hist": hist.astype(np.int32),
+    }
 
 
 def build_windows(p: WindowsParams, extracted_dir: Path, scaled_dir: Path) -> dict:
@@ -42,22 +46,38 @@ def build_windows(p: WindowsParams, extracted_dir: Path, scaled_dir: Path) -> di
         for name, ids in split.items():
             if not ids:
                 continue
-            parts = [demo_windows(episodes[i]["start"], episodes[i]["end"], p.horizon, p.image_history) for i in ids]
+            parts = [
+                demo_windows(episodes[i]["start"], episodes[i]["end"], p.horizon, p.image_history)
+                for i in ids
+            ]
             arrays = {k: np.concatenate([w[k] for w in parts]) for k in parts[0]}
-            arrays["task"] = np.concatenate([np.full(len(w["frame"]), episodes[i]["task_id"], np.int64)
-                                             for i, w in zip(ids, parts, strict=True)])
+            arrays["task"] = np.concatenate(
+                [
+                    np.full(len(w["frame"]), episodes[i]["task_id"], np.int64)
+                    for i, w in zip(ids, parts, strict=True)
+                ]
+            )
             for k, v in arrays.items():
                 np.save(out / f"{name}_{k}.npy", v)
-            counts["splits"][name] = {"windows": int(len(arrays["frame"])), "demos": len(ids),
-                                      "padded_fraction": float(1 - arrays["mask"].mean())}
+            counts["splits"][name] = {
+                "windows": int(len(arrays["frame"])),
+                "demos": len(ids),
+                "padded_fraction": float(1 - arrays["mask"].mean()),
+            }
             for tk in tasks:
                 n = int((arrays["task"] == tk["task_id"]).sum())
                 counts["tasks"].setdefault(tk["name"], {})[name] = n
-        write_json(out / "meta.json", {
-            "horizon": p.horizon, "image_history": p.image_history,
-            "extracted_dir": str(extracted_dir), "scaled_dir": str(scaled_dir),
-            "languages": [t["language"] for t in tasks], "task_names": [t["name"] for t in tasks],
-        })
+        write_json(
+            out / "meta.json",
+            {
+                "horizon": p.horizon,
+                "image_history": p.image_history,
+                "extracted_dir": str(extracted_dir),
+                "scaled_dir": str(scaled_dir),
+                "languages": [t["language"] for t in tasks],
+                "task_names": [t["name"] for t in tasks],
+            },
+        )
     return counts
 
 
@@ -80,8 +100,10 @@ class WindowDataset:
         self.extracted_dir = Path(meta["extracted_dir"])
         self.scaled_dir = Path(meta["scaled_dir"])
         self.transform_path = self.scaled_dir / "stats.json"
-        self.index = {k: np.load(self.windows_dir / f"{split}_{k}.npy")
-                      for k in ("frame", "chunk", "mask", "hist", "task")}
+        self.index = {
+            k: np.load(self.windows_dir / f"{split}_{k}.npy")
+            for k in ("frame", "chunk", "mask", "hist", "task")
+        }
         self._arrays: dict[str, np.ndarray] | None = None
         a = np.load(self.scaled_dir / "actions.npy", mmap_mode="r")
         pr = np.load(self.scaled_dir / "proprio.npy", mmap_mode="r")
@@ -95,7 +117,10 @@ class WindowDataset:
             self._arrays = {
                 "actions": np.load(self.scaled_dir / "actions.npy", mmap_mode="r"),
                 "proprio": np.load(self.scaled_dir / "proprio.npy", mmap_mode="r"),
-                **{k: np.load(self.extracted_dir / "frames" / f"{k}.npy", mmap_mode="r") for k in OBS_IMAGE_KEYS},
+                **{
+                    k: np.load(self.extracted_dir / "frames" / f"{k}.npy", mmap_mode="r")
+                    for k in OBS_IMAGE_KEYS
+                },
             }
         return self._arrays
 

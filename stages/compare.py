@@ -108,8 +108,18 @@ def _exp_row(state: dict, kind: str, note: str = "") -> Row | None:
     succ, n, clip = overall_counts(ev)
     rev = str(state.get("rev"))
     name = state.get("name") or ("workspace" if rev == "workspace" else rev[:7])
-    return Row("dvc", name, rev, _int(params.get("exec.steps")), _int(params.get("exec.stride")),
-               succ, n, clip, params, note=note or kind)
+    return Row(
+        "dvc",
+        name,
+        rev,
+        _int(params.get("exec.steps")),
+        _int(params.get("exec.stride")),
+        succ,
+        n,
+        clip,
+        params,
+        note=note or kind,
+    )
 
 
 def rows_from_exp_show(data: list[dict]) -> list[Row]:
@@ -143,16 +153,20 @@ def rows_from_exp_show(data: list[dict]) -> list[Row]:
 def pipeline_ids(data: list[dict]) -> dict[str, str]:
     """MLflow's pipeline_id tag (sha256 of params.yaml, 12 hex) -> DVC experiment name: joins the sources."""
     out: dict[str, list[str]] = {}
-    states = [s for top in data
-              for s in [top, *[r for g in top.get("experiments") or [] for r in g.get("revs", [])]]]
+    states = [
+        s
+        for top in data
+        for s in [top, *[r for g in top.get("experiments") or [] for r in g.get("revs", [])]]
+    ]
     for st in states:
         rev = str(st.get("rev"))
         try:
             if rev == "workspace":
                 raw = Path("params.yaml").read_bytes()
             else:
-                raw = subprocess.run(["git", "show", f"{rev}:params.yaml"], capture_output=True,
-                                     check=True).stdout
+                raw = subprocess.run(
+                    ["git", "show", f"{rev}:params.yaml"], capture_output=True, check=True
+                ).stdout
         except (OSError, subprocess.CalledProcessError):
             continue
         name = st.get("name") or ("workspace" if rev == "workspace" else rev[:7])
@@ -172,8 +186,9 @@ def rows_from_mlflow(uri: str, stage: str = "eval", names: dict[str, str] | None
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.ERROR)
     mlflow.set_tracking_uri(uri)
-    df = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string=f"tags.stage = '{stage}'",
-                            order_by=["start_time DESC"])
+    df = mlflow.search_runs(
+        experiment_names=[EXPERIMENT], filter_string=f"tags.stage = '{stage}'", order_by=["start_time DESC"]
+    )
     if df is None or len(df) == 0:
         return []
     prefix = "metrics.eval." if stage == "report" else "metrics."
@@ -194,12 +209,24 @@ def rows_from_mlflow(uri: str, stage: str = "eval", names: dict[str, str] | None
         if succ is None and _num(r.get(f"{prefix}overall.success_rate")) is not None:
             succ = round(float(r[f"{prefix}overall.success_rate"]) * n)
         clip = _num(r.get(f"{prefix}overall.mean_clip_rate", r.get(f"{prefix}overall.clip_rate")))
-        params = {k.removeprefix("params."): v for k, v in r.items()
-                  if k.startswith("params.") and isinstance(v, str)}
+        params = {
+            k.removeprefix("params."): v
+            for k, v in r.items()
+            if k.startswith("params.") and isinstance(v, str)
+        }
         name = (names or {}).get(pid) or str(r.get("tags.mlflow.runName") or r["run_id"][:8])
-        row = Row("mlflow", name, str(r["run_id"]), _int(params.get("exec.steps")),
-                  _int(params.get("exec.stride")), succ, n, clip, params,
-                  note=f"pipeline {pid}, git {r.get('tags.git_rev', '?')}")
+        row = Row(
+            "mlflow",
+            name,
+            str(r["run_id"]),
+            _int(params.get("exec.steps")),
+            _int(params.get("exec.stride")),
+            succ,
+            n,
+            clip,
+            params,
+            note=f"pipeline {pid}, git {r.get('tags.git_rev', '?')}",
+        )
         shared = params.keys() & current.keys()  # runs log defaults that params.yaml may not spell out
         row.changed = _diff({k: params[k] for k in shared}, {k: current[k] for k in shared})
         seen[pid] = row
@@ -216,17 +243,34 @@ def _yaml(path: str) -> dict:
 
 
 # -------------------------------------------------------------------------------------------------- output
-HEADERS = ["experiment", "rev / run", "exec.steps", "exec.stride", "other changed params", "success",
-           "Wilson 95%", "clip rate", "note"]
+HEADERS = [
+    "experiment",
+    "rev / run",
+    "exec.steps",
+    "exec.stride",
+    "other changed params",
+    "success",
+    "Wilson 95%",
+    "clip rate",
+    "note",
+]
 
 
 def cells(r: Row) -> list[str]:
     rate = "–" if r.rate is None else f"{r.rate:.1%} ({r.successes}/{r.n})"
     ci = "–" if r.lo is None else f"[{r.lo:.1%}, {r.hi:.1%}]"
     rev = r.rev if r.rev == "workspace" else r.rev[:8]
-    return [r.name, rev, str(r.steps if r.steps is not None else "–"),
-            str(r.stride if r.stride is not None else "–"), r.changed or "–", rate, ci,
-            "–" if r.clip_rate is None else f"{r.clip_rate:.2%}", r.note]
+    return [
+        r.name,
+        rev,
+        str(r.steps if r.steps is not None else "–"),
+        str(r.stride if r.stride is not None else "–"),
+        r.changed or "–",
+        rate,
+        ci,
+        "–" if r.clip_rate is None else f"{r.clip_rate:.2%}",
+        r.note,
+    ]
 
 
 def plot(rows_by_source: dict[str, list[Row]]) -> str:
@@ -244,16 +288,31 @@ def plot(rows_by_source: dict[str, list[Row]]) -> str:
             x = [r.steps * shift.get(src, 1.0) for r in sel]
             y = [r.rate for r in sel]
             err = [[max(0.0, r.rate - r.lo) for r in sel], [max(0.0, r.hi - r.rate) for r in sel]]  # fp noise
-            ax.errorbar(x, y, yerr=err, fmt="o" if stride == 1 else "s", ms=7 if stride == 1 else 8,
-                        capsize=4, color=c, mfc=c if stride == 1 else "white", ls="none",
-                        label=f"{src}, stride {stride}")
+            ax.errorbar(
+                x,
+                y,
+                yerr=err,
+                fmt="o" if stride == 1 else "s",
+                ms=7 if stride == 1 else 8,
+                capsize=4,
+                color=c,
+                mfc=c if stride == 1 else "white",
+                ls="none",
+                label=f"{src}, stride {stride}",
+            )
             steps_seen |= {r.steps for r in sel}
             labels: dict[tuple[float, float], list[str]] = {}
             for r, xi in zip(sel, x, strict=True):  # one label per point, naming every run drawn there
                 labels.setdefault((xi, r.rate), []).append(r.name)
             for (xi, yi), names in labels.items():
-                ax.annotate(rp._short(", ".join(dict.fromkeys(names)), 40), (xi, yi), fontsize=7, color=c,
-                            textcoords="offset points", xytext=(6, 3 if src == "dvc" else -9))
+                ax.annotate(
+                    rp._short(", ".join(dict.fromkeys(names)), 40),
+                    (xi, yi),
+                    fontsize=7,
+                    color=c,
+                    textcoords="offset points",
+                    xytext=(6, 3 if src == "dvc" else -9),
+                )
     ax.set_xscale("log", base=2)
     if steps_seen:
         ax.set_xticks(sorted(steps_seen), [str(v) for v in sorted(steps_seen)])
@@ -270,8 +329,13 @@ def plot(rows_by_source: dict[str, list[Row]]) -> str:
     return rp.png_b64(fig, dpi=100)
 
 
-def write_outputs(out_dir: Path, dvc_rows: list[Row], mlflow_rows: list[Row],
-                  notes: list[str] | None = None, stage_label: str = "eval") -> str:
+def write_outputs(
+    out_dir: Path,
+    dvc_rows: list[Row],
+    mlflow_rows: list[Row],
+    notes: list[str] | None = None,
+    stage_label: str = "eval",
+) -> str:
     """compare.md, compare.html (self-contained) and compare.png under out_dir; returns the Markdown."""
     import base64
 
@@ -280,32 +344,50 @@ def write_outputs(out_dir: Path, dvc_rows: list[Row], mlflow_rows: list[Row],
     notes = notes or []
     b64 = plot({"dvc": dvc_rows, "mlflow": mlflow_rows})
     sections = [
-        ("DVC experiments (`dvc exp show`)", dvc_rows,
-         "Workspace, baseline commits and their experiments. Other changed params: against the experiment's "
-         "baseline commit (baselines and the workspace: against HEAD)."),
-        (f"MLflow `{stage_label}` runs ({tracking_uri()})", mlflow_rows,
-         "Latest finished run per params.yaml hash (the runs' pipeline_id tag), named after the DVC "
-         "experiment(s) with the same params.yaml where there is one. Other changed params: against the "
-         "workspace params.yaml."),
+        (
+            "DVC experiments (`dvc exp show`)",
+            dvc_rows,
+            "Workspace, baseline commits and their experiments. Other changed params: vs the experiment's "
+            "baseline commit (baselines and the workspace: against HEAD).",
+        ),
+        (
+            f"MLflow `{stage_label}` runs ({tracking_uri()})",
+            mlflow_rows,
+            "Latest finished run per params.yaml hash (the runs' pipeline_id tag), named after the DVC "
+            "experiment(s) with the same params.yaml where there is one. Other changed params: against the "
+            "workspace params.yaml.",
+        ),
     ]
     md = ["# Run comparison", "", *(f"> {n}" for n in notes), ""]
     for title, rows, expl in sections:
-        md += [f"## {title}", "", expl, "",
-               rp.md_table(HEADERS, [cells(r) for r in rows]) if rows else "_none with eval results_", ""]
+        md += [
+            f"## {title}",
+            "",
+            expl,
+            "",
+            rp.md_table(HEADERS, [cells(r) for r in rows]) if rows else "_none with eval results_",
+            "",
+        ]
     md += ["![success vs exec.steps](compare.png)", ""]
     text = "\n".join(md)
     side = "".join(
         f'<div style="flex:1 1 0;min-width:0;overflow-x:auto"><h2>{html.escape(title.replace("`", ""))}</h2>'
         f"<p>{html.escape(expl)}</p>"
-        f'{rp.html_table(HEADERS, [cells(r) for r in rows]) if rows else "<p><i>none</i></p>"}</div>'
-        for title, rows, expl in sections)
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Run comparison</title>'
-            f'<style>{rp.CSS} body{{max-width:1800px}}</style></head><body><h1>Run comparison</h1>'
-            + "".join(f'<p class="warn">{html.escape(n)}</p>' for n in notes)
-            + f'<div style="display:flex;gap:24px;flex-wrap:wrap">{side}</div>'
-            f'<img alt="success vs exec.steps" src="data:image/png;base64,{b64}"></body></html>\n')
-    for name, content in (("compare.md", text.encode()), ("compare.html", page.encode()),
-                          ("compare.png", base64.b64decode(b64))):
+        f"{rp.html_table(HEADERS, [cells(r) for r in rows]) if rows else '<p><i>none</i></p>'}</div>"
+        for title, rows, expl in sections
+    )
+    page = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Run comparison</title>'
+        f"<style>{rp.CSS} body{{max-width:1800px}}</style></head><body><h1>Run comparison</h1>"
+        + "".join(f'<p class="warn">{html.escape(n)}</p>' for n in notes)
+        + f'<div style="display:flex;gap:24px;flex-wrap:wrap">{side}</div>'
+        f'<img alt="success vs exec.steps" src="data:image/png;base64,{b64}"></body></html>\n'
+    )
+    for name, content in (
+        ("compare.md", text.encode()),
+        ("compare.html", page.encode()),
+        ("compare.png", base64.b64decode(b64)),
+    ):
         with atomic_path(out_dir / name, Path(name).suffix) as tmp:
             tmp.write_bytes(content)
             tmp.chmod(0o644)
@@ -315,8 +397,9 @@ def write_outputs(out_dir: Path, dvc_rows: list[Row], mlflow_rows: list[Row],
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", default="reports", type=Path)
-    ap.add_argument("--head-only", action="store_true",
-                    help="experiments of HEAD only (default: of all commits)")
+    ap.add_argument(
+        "--head-only", action="store_true", help="experiments of HEAD only (default: of all commits)"
+    )
     ap.add_argument("--mlflow-stage", default="eval", choices=["eval", "report"])
     args = ap.parse_args(argv)
     notes: list[str] = []

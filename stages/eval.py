@@ -1,4 +1,4 @@
-"""eval: closed-loop episodes in LIBERO from the official init states -> metrics/eval.json, records, videos."""
+"""eval: closed-loop episodes in LIBERO from the official init states -> metrics/eval.json, videos."""
 
 from pathlib import Path
 
@@ -11,7 +11,9 @@ if __name__ == "__main__":
     demos = load_params("extract").source_dir
     run_stage(
         "eval",
-        lambda ep, xp: evaluate(ep, xp, Path(models), Path(scaled) / "stats.json", Path(demos), Path(ep.out_dir)),
+        lambda ep, xp: evaluate(
+            ep, xp, Path(models), Path(scaled) / "stats.json", Path(demos), Path(ep.out_dir)
+        ),
         "metrics/eval.json",
         sections=("exec",),
     )

@@ -10,9 +10,11 @@ TASKS_CSV = Path("metrics/eval_tasks.csv")
 
 if __name__ == "__main__":
     p = load_params("report")
-    inputs = load_inputs(scaled_dir=Path(load_params("scale").out_dir),
-                         eval_dir=Path(load_params("eval").out_dir),
-                         extracted_dir=Path(load_params("extract").out_dir))
+    inputs = load_inputs(
+        scaled_dir=Path(load_params("scale").out_dir),
+        eval_dir=Path(load_params("eval").out_dir),
+        extracted_dir=Path(load_params("extract").out_dir),
+    )
     all_params = {s: load_params(s).model_dump() for s in SECTIONS}
     with stage_run("report", all_params) as run:
         report, files = build_report(Path(p.out_dir), inputs, p.paths_episodes, TASKS_CSV)
@@ -22,5 +24,7 @@ if __name__ == "__main__":
             run.log_artifact(f)
     for w in report.warnings:
         print(f"report: warning: {w}")
-    print(f"report: {files[0]} ({report.images} figures), overall success {report.overall.rate:.1%} "
-          f"({report.overall.successes}/{report.overall.n})")
+    print(
+        f"report: {files[0]} ({report.images} figures), overall success {report.overall.rate:.1%} "
+        f"({report.overall.successes}/{report.overall.n})"
+    )

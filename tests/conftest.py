@@ -22,8 +22,15 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_collect_params(tiny_root: Path) -> CollectParams:
-    return CollectParams(tasks=[TASK], demos_per_task=2, image_size=64, expert_check_episodes=1, workers=1,
-                         max_steps=300, out_dir=str(tiny_root / "demos"))
+    return CollectParams(
+        tasks=[TASK],
+        demos_per_task=2,
+        image_size=64,
+        expert_check_episodes=1,
+        workers=1,
+        max_steps=300,
+        out_dir=str(tiny_root / "demos"),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Collect: official layout, replay to success in a fresh env, determinism and resume, on the real simulator."""
+"""Collect: official layout, replay to success in a fresh env, determinism and resume (real simulator)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,16 @@ def test_official_layout(tiny_demos, tiny_task) -> None:
     assert path.name == f"{tiny_task.name}_demo.hdf5"
     with h5py.File(path) as f:
         g = f["data"]
-        for attr in ("env_name", "problem_info", "bddl_file_name", "env_args", "num_demos", "total",
-                     "macros_image_convention", "bddl_file_content"):
+        for attr in (
+            "env_name",
+            "problem_info",
+            "bddl_file_name",
+            "env_args",
+            "num_demos",
+            "total",
+            "macros_image_convention",
+            "bddl_file_content",
+        ):
             assert attr in g.attrs, attr
         assert json.loads(g.attrs["problem_info"])["language_instruction"] == tiny_task.language
         assert json.loads(g.attrs["env_args"])["env_kwargs"]["camera_heights"] == 64
@@ -43,7 +51,13 @@ def test_official_layout(tiny_demos, tiny_task) -> None:
             assert "<mujoco" in d.attrs["model_file"]
             for k in ("agentview_rgb", "eye_in_hand_rgb"):
                 assert d["obs"][k].shape == (t, 64, 64, 3) and d["obs"][k].dtype == np.uint8
-            for k, w in (("ee_pos", 3), ("ee_ori", 3), ("ee_states", 6), ("gripper_states", 2), ("joint_states", 7)):
+            for k, w in (
+                ("ee_pos", 3),
+                ("ee_ori", 3),
+                ("ee_states", 6),
+                ("gripper_states", 2),
+                ("joint_states", 7),
+            ):
                 assert d["obs"][k].shape == (t, w)
             assert np.abs(d["actions"][:, :3]).max() <= 0.3 + 1e-9  # the expert's documented position cap
         assert g.attrs["total"] == total
@@ -101,4 +115,6 @@ def test_resume_and_determinism(tiny_demos, tiny_root, tiny_collect_params, tiny
     assert res["success"]
     with h5py.File(str(out) + ".h5") as a, h5py.File(_file(tiny_demos[0])) as b:
         np.testing.assert_array_equal(a["data/demo_0/actions"][()], b["data/demo_0/actions"][()])
-        np.testing.assert_array_equal(a["data/demo_0/obs/agentview_rgb"][()], b["data/demo_0/obs/agentview_rgb"][()])
+        np.testing.assert_array_equal(
+            a["data/demo_0/obs/agentview_rgb"][()], b["data/demo_0/obs/agentview_rgb"][()]
+        )

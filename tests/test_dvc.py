@@ -22,7 +22,13 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
 TINY = {
-    "collect": {"demos_per_task": 3, "image_size": 64, "expert_check_episodes": 1, "workers": 1, "max_steps": 300},
+    "collect": {
+        "demos_per_task": 3,
+        "image_size": 64,
+        "expert_check_episodes": 1,
+        "workers": 1,
+        "max_steps": 300,
+    },
     "scale": {"val_fraction": 0.34},
     "windows": {"horizon": 16},
     "train": {"steps": 3, "batch_size": 4, "val_every": 2, "ckpt_every": 2, "log_every": 1, "num_workers": 0},
@@ -32,8 +38,13 @@ TINY = {
 
 
 def _copy_repo(dst: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for f in files:
         if f.startswith(("tests/", "benchmarks/")) or not (REPO / f).is_file():
             continue
@@ -49,10 +60,14 @@ def _set_params(root: Path, changes: dict) -> None:
 
 
 def _dvc(root: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"}
-    r = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=root, env=env,
-                       capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+    }
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), *args], cwd=root, env=env, capture_output=True, text=True
+    )
     if r.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
     return r.stdout + r.stderr
@@ -90,8 +105,9 @@ def test_data_stages_rerun_only_what_reads_a_param(repo_copy: Path) -> None:
 
 
 def _git(root: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=root, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=root, check=True, capture_output=True
+    )
 
 
 def test_full_pipeline_and_exec_experiment(repo_copy: Path) -> None:
@@ -112,8 +128,14 @@ def test_full_pipeline_and_exec_experiment(repo_copy: Path) -> None:
 
 def _dvc_stdout(root: Path, *args: str) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=root, env=env,
-                          capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def _find_exec_steps(node: object) -> list[int]:

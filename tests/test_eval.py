@@ -44,9 +44,17 @@ class StandIn:
     first attempt (marker file). Every first call of an episode is logged as a file in count_dir.
     """
 
-    def __init__(self, horizon: int = H, image_history: int = 2, mode: str = "index", count_dir: str = "",
-                 raise_on: tuple[int, ...] = (), exit_on: tuple[int, ...] = (),
-                 exit_once_on: tuple[int, ...] = (), move: float = 0.0) -> None:
+    def __init__(
+        self,
+        horizon: int = H,
+        image_history: int = 2,
+        mode: str = "index",
+        count_dir: str = "",
+        raise_on: tuple[int, ...] = (),
+        exit_on: tuple[int, ...] = (),
+        exit_once_on: tuple[int, ...] = (),
+        move: float = 0.0,
+    ) -> None:
         self.horizon, self.image_history, self.mode = horizon, image_history, mode
         self.count_dir, self.raise_on = count_dir, raise_on
         self.exit_on, self.exit_once_on = exit_on, exit_once_on
@@ -54,8 +62,9 @@ class StandIn:
         self.calls = 0
         self.seen: list[dict] = []
 
-    def predict_chunk(self, frames: dict, proprio: np.ndarray, language: str,
-                      seed: int | None = None) -> np.ndarray:
+    def predict_chunk(
+        self, frames: dict, proprio: np.ndarray, language: str, seed: int | None = None
+    ) -> np.ndarray:
         episode, chunk_no = (seed // 1000) % 1000, seed % 1000
         if self.count_dir and chunk_no == 0:
             Path(self.count_dir, f"e{episode}_{os.getpid()}_{time.monotonic_ns()}").touch()
@@ -86,8 +95,12 @@ def identity_stats(path: Path) -> Path:
     """A transform whose model units equal raw LIBERO units for x,y,z (pos_unit 20 = 1/0.05) and gripper."""
     t = Transform(pos_unit=20.0, rot_repr="axis_angle", norm="none")
     rng = np.random.default_rng(0)
-    t.fit(rng.uniform(-1, 1, (10, 7)), rng.uniform(-1, 1, (10, 3)), rng.uniform(-1, 1, (10, 3)),
-          rng.uniform(0, 0.04, (10, 2)))
+    t.fit(
+        rng.uniform(-1, 1, (10, 7)),
+        rng.uniform(-1, 1, (10, 3)),
+        rng.uniform(-1, 1, (10, 3)),
+        rng.uniform(0, 0.04, (10, 2)),
+    )
     t.save(path)
     return path
 
@@ -113,13 +126,17 @@ class TestRollout:
         task = sim.resolve_tasks([TASK])[0]
         return ev.protocol_specs(task, [0], 1, EvalParams(max_steps=max_steps, num_steps_wait=wait))[0]
 
-    @pytest.mark.parametrize("steps,stride,expected_idx,chunks,renders", [
-        (64, 1, list(range(64)) + list(range(8)), 2, 3),  # renders: step 0, 63 and 64 (K=2)
-        (8, 1, list(range(8)) * 9, 9, 17),  # 0, then (7, 8), (15, 16), ... (63, 64)
-        (64, 8, list(range(0, 64, 8)) * 9, 9, 17),  # the seed's failure: 8 actions of a 64-chunk
-    ])
-    def test_exec_steps_and_stride(self, env, transform, steps, stride, expected_idx, chunks,
-                                   renders) -> None:
+    @pytest.mark.parametrize(
+        "steps,stride,expected_idx,chunks,renders",
+        [
+            (64, 1, list(range(64)) + list(range(8)), 2, 3),  # renders: step 0, 63 and 64 (K=2)
+            (8, 1, list(range(8)) * 9, 9, 17),  # 0, then (7, 8), (15, 16), ... (63, 64)
+            (64, 8, list(range(0, 64, 8)) * 9, 9, 17),  # the seed's failure: 8 actions of a 64-chunk
+        ],
+    )
+    def test_exec_steps_and_stride(
+        self, env, transform, steps, stride, expected_idx, chunks, renders
+    ) -> None:
         runner = StandIn()
         ctrl = ev.ChunkController(runner, transform, ExecParams(steps=steps, stride=stride), "x", 0)
         rec, arrays = ev.rollout(env, self._spec(72), ctrl, image_size=128)
@@ -137,8 +154,9 @@ class TestRollout:
 
     def test_temporal_ensemble_weights(self, env, transform) -> None:
         k, n = 0.5, 4
-        ctrl = ev.ChunkController(StandIn(mode="call"), transform,
-                                  ExecParams(steps=n, temporal_ensemble=True, ensemble_k=k), "x", 0)
+        ctrl = ev.ChunkController(
+            StandIn(mode="call"), transform, ExecParams(steps=n, temporal_ensemble=True, ensemble_k=k), "x", 0
+        )
         rec, arrays = ev.rollout(env, self._spec(10), ctrl, image_size=128)
         assert rec["error"] is None and rec["chunks"] == 10 and rec["renders"] == 10
         for t in range(10):  # prediction made at step r has value r; ACT: weight exp(-k * i), i=0 oldest
@@ -203,8 +221,16 @@ def test_expert_success_detected_without_info(tmp_path: Path) -> None:
     from libero_dp.video import read_mp4
 
     out = tmp_path / "eval"
-    m = ev.evaluate(_params(policy="expert", videos_success=1), ExecParams(), tmp_path / "models",
-                    tmp_path / "stats.json", tmp_path / "demos", out, tmp_path / "cache", progress=False)
+    m = ev.evaluate(
+        _params(policy="expert", videos_success=1),
+        ExecParams(),
+        tmp_path / "models",
+        tmp_path / "stats.json",
+        tmp_path / "demos",
+        out,
+        tmp_path / "cache",
+        progress=False,
+    )
     (rec,) = _records(out)
     assert rec["success"] and rec["error"] is None
     assert rec["steps"] == rec["steps_to_success"] > 0
@@ -219,8 +245,16 @@ def test_expert_success_detected_without_info(tmp_path: Path) -> None:
 def test_replay_of_collected_demo_succeeds(tiny_demos, tmp_path: Path) -> None:
     demos_dir, _ = tiny_demos
     out = tmp_path / "eval"
-    m = ev.evaluate(_params(policy="replay", tasks="from_data"), ExecParams(), tmp_path / "models",
-                    tmp_path / "stats.json", demos_dir, out, tmp_path / "cache", progress=False)
+    m = ev.evaluate(
+        _params(policy="replay", tasks="from_data"),
+        ExecParams(),
+        tmp_path / "models",
+        tmp_path / "stats.json",
+        demos_dir,
+        out,
+        tmp_path / "cache",
+        progress=False,
+    )
     (rec,) = _records(out)
     assert rec["demo"] == "demo_0" and rec["wait_steps"] == 0
     assert rec["success"], rec
@@ -233,8 +267,9 @@ def test_fault_isolation_retry_and_resume(tmp_path: Path) -> None:
     error, 3 -> retried and done, 0 and 4 unaffected. A second call reruns nothing that finished."""
     counts = tmp_path / "counts"
     counts.mkdir()
-    factory = functools.partial(StandIn, count_dir=str(counts), raise_on=(1,), exit_on=(2,),
-                                exit_once_on=(3,))
+    factory = functools.partial(
+        StandIn, count_dir=str(counts), raise_on=(1,), exit_on=(2,), exit_once_on=(3,)
+    )
     ep = _params(episodes_per_task=5, workers=2, max_steps=8, num_steps_wait=0)
     xp = ExecParams(steps=8)
     stats = identity_stats(tmp_path / "stats.json")

@@ -51,25 +51,41 @@ def _replace(f: h5py.File, key: str, data: np.ndarray) -> None:
 
 CASES = {
     "missing_data_group": (lambda f: f.move("data", "other"), "missing group 'data'"),
-    "missing_obs_key": (lambda f: f.__delitem__("data/demo_1/obs/ee_pos"), "data/demo_1/obs/ee_pos: missing dataset"),
-    "missing_actions": (lambda f: f.__delitem__("data/demo_0/actions"), "data/demo_0/actions: missing dataset"),
+    "missing_obs_key": (
+        lambda f: f.__delitem__("data/demo_1/obs/ee_pos"),
+        "data/demo_1/obs/ee_pos: missing dataset",
+    ),
+    "missing_actions": (
+        lambda f: f.__delitem__("data/demo_0/actions"),
+        "data/demo_0/actions: missing dataset",
+    ),
     "wrong_action_shape": (
         lambda f: _replace(f, "data/demo_0/actions", np.zeros((f["data/demo_0/actions"].shape[0], 6))),
-        "data/demo_0/actions: expected shape (T, 7)"),
+        "data/demo_0/actions: expected shape (T, 7)",
+    ),
     "wrong_image_dtype": (
-        lambda f: _replace(f, "data/demo_0/obs/agentview_rgb", f["data/demo_0/obs/agentview_rgb"][()].astype(np.float32)),
-        "data/demo_0/obs/agentview_rgb: expected uint8"),
+        lambda f: _replace(
+            f, "data/demo_0/obs/agentview_rgb", f["data/demo_0/obs/agentview_rgb"][()].astype(np.float32)
+        ),
+        "data/demo_0/obs/agentview_rgb: expected uint8",
+    ),
     "nan_action": (
         lambda f: f["data/demo_1/actions"].__setitem__((3, 2), np.nan),
-        "data/demo_1/actions: contains NaN/inf (first at step 3)"),
+        "data/demo_1/actions: contains NaN/inf (first at step 3)",
+    ),
     "inf_proprio": (
         lambda f: f["data/demo_0/obs/gripper_states"].__setitem__((5, 0), np.inf),
-        "data/demo_0/obs/gripper_states: contains NaN/inf"),
+        "data/demo_0/obs/gripper_states: contains NaN/inf",
+    ),
     "empty_demo": (lambda f: _replace(f, "data/demo_0/actions", np.zeros((0, 7))), "data/demo_0: empty demo"),
     "mismatched_lengths": (
         lambda f: _replace(f, "data/demo_1/obs/joint_states", f["data/demo_1/obs/joint_states"][:-3]),
-        "data/demo_1/obs/joint_states: length"),
-    "no_demos": (lambda f: [f.__delitem__(f"data/{k}") for k in list(f["data"].keys())], "no demo_<i> groups"),
+        "data/demo_1/obs/joint_states: length",
+    ),
+    "no_demos": (
+        lambda f: [f.__delitem__(f"data/{k}") for k in list(f["data"].keys())],
+        "no demo_<i> groups",
+    ),
     "bad_problem_info": (lambda f: f["data"].attrs.__setitem__("problem_info", "{not json"), "problem_info"),
 }
 

@@ -28,9 +28,11 @@ from libero_dp.fileio import write_json
 from libero_dp.metrics import rate_summary, wilson
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ["KITCHEN_SCENE10_close_the_top_drawer_of_the_cabinet",
-         "KITCHEN_SCENE10_put_the_butter_at_the_back_in_the_top_drawer_of_the_cabinet_and_close_it",
-         "LIVING_ROOM_SCENE2_pick_up_the_butter_and_put_it_in_the_basket"]
+TASKS = [
+    "KITCHEN_SCENE10_close_the_top_drawer_of_the_cabinet",
+    "KITCHEN_SCENE10_put_the_butter_at_the_back_in_the_top_drawer_of_the_cabinet_and_close_it",
+    "LIVING_ROOM_SCENE2_pick_up_the_butter_and_put_it_in_the_basket",
+]
 LABELS = ["stuck", "timed_out_moving", "gripper_never_closed", "error"]
 
 
@@ -63,26 +65,45 @@ def fabricate(root: Path, n_episodes: int = 6) -> dict[str, Path]:
         for k in range(4):
             n = 50 + 5 * k
             ee.append(_demo_path(rng, n))
-            a = np.concatenate([rng.normal(0, 0.3, (n, 3)), rng.normal(0, 0.08, (n, 3)),
-                                np.where(np.arange(n) > n // 2, 1.0, -1.0)[:, None]], axis=1)
+            a = np.concatenate(
+                [
+                    rng.normal(0, 0.3, (n, 3)),
+                    rng.normal(0, 0.08, (n, 3)),
+                    np.where(np.arange(n) > n // 2, 1.0, -1.0)[:, None],
+                ],
+                axis=1,
+            )
             acts.append(np.clip(a, -1, 1))
             ori.append(np.array([np.pi, 0, 0]) + rng.normal(0, 0.02, (n, 3)))
             grip.append(np.tile([0.04, -0.04], (n, 1)))
-            episodes.append({"task_id": tid, "demo": f"demo_{k}", "start": cursor, "end": cursor + n,
-                             "reset_seed": k})
+            episodes.append(
+                {"task_id": tid, "demo": f"demo_{k}", "start": cursor, "end": cursor + n, "reset_seed": k}
+            )
             cursor += n
     for name, arr in (("ee_pos", ee), ("actions", acts), ("ee_ori", ori), ("gripper_states", grip)):
         np.save(ext / f"{name}.npy", np.concatenate(arr))
     write_json(ext / "episodes.json", episodes)
-    write_json(ext / "tasks.json", [{"task_id": i, "name": t, "language": t.lower(), "file": "", "demos": 4}
-                                    for i, t in enumerate(TASKS)])
+    write_json(
+        ext / "tasks.json",
+        [
+            {"task_id": i, "name": t, "language": t.lower(), "file": "", "demos": 4}
+            for i, t in enumerate(TASKS)
+        ],
+    )
 
     from libero_dp.scale import scale
 
     scaled = data / "scaled"
     write_json(metrics / "scale.json", scale(ScaleParams(out_dir=str(scaled), val_fraction=0.25), ext))
-    write_json(metrics / "collect.json", {"tasks": {t: {"demos": 4} for t in TASKS}, "num_demos": 12,
-                                          "mean_expert_success": 0.9, "wall_s": 12.0})
+    write_json(
+        metrics / "collect.json",
+        {
+            "tasks": {t: {"demos": 4} for t in TASKS},
+            "num_demos": 12,
+            "mean_expert_success": 0.9,
+            "wall_s": 12.0,
+        },
+    )
     write_json(metrics / "extract.json", {"frames": cursor, "demos": 12, "image_size": 64, "tasks": {}})
     write_json(metrics / "windows.json", {"horizon": 16, "image_history": 2, "splits": {}, "tasks": {}})
 
@@ -95,9 +116,20 @@ def fabricate(root: Path, n_episodes: int = 6) -> dict[str, Path]:
             val = 0.5 / np.sqrt(step) if step % 250 == 0 else ""
             w.writerow([step, 1.0 / np.sqrt(step), f"{lr:.6g}", val, 120.0 + step / 100])
     dims = ["x", "y", "z", "rx", "ry", "rz", "gripper"]
-    write_json(metrics / "train.json", {"steps": 1000, "loss": 0.031, "val_mse": 0.016, "val_mse_model": 0.02,
-                                        "val_mse_dim": dict.fromkeys(dims, 0.01), "params": 123456,
-                                        "samples_per_s": 130.0, "device": "cpu", "world_size": 1})
+    write_json(
+        metrics / "train.json",
+        {
+            "steps": 1000,
+            "loss": 0.031,
+            "val_mse": 0.016,
+            "val_mse_model": 0.02,
+            "val_mse_dim": dict.fromkeys(dims, 0.01),
+            "params": 123456,
+            "samples_per_s": 130.0,
+            "device": "cpu",
+            "world_size": 1,
+        },
+    )
 
     # eval: records as rollout() writes them, videos named as the eval stage names them
     ev = data / "eval"
@@ -110,17 +142,32 @@ def fabricate(root: Path, n_episodes: int = 6) -> dict[str, Path]:
             n_failed += not success
             steps = 40 + e if success else 400
             path = [] if label == "error" else (demo[: steps if success else 60] + rng.normal(0, 0.004, 3))
-            records.append({
-                "task": task, "suite": "libero_90", "task_index": t_i, "episode": e, "init_index": e,
-                "demo": None,
-                "seed": 0, "reset_seed": e, "policy": "learned", "success": success,
-                "steps_to_success": steps if success else None, "steps": 0 if label == "error" else steps,
-                "wait_steps": 10, "chunks": 3, "clip_rate": None if label == "error" else 0.01 * e,
-                "out_of_range_rate": None if label == "error" else 0.002, "inference_ms": 35.0 + e,
-                "wall_s": 3.0, "error": "RuntimeError: boom" if label == "error" else None,
-                "gripper_closed": label != "gripper_never_closed", "failure": label,
-                "eef_path": np.asarray(path).tolist(),
-            })
+            records.append(
+                {
+                    "task": task,
+                    "suite": "libero_90",
+                    "task_index": t_i,
+                    "episode": e,
+                    "init_index": e,
+                    "demo": None,
+                    "seed": 0,
+                    "reset_seed": e,
+                    "policy": "learned",
+                    "success": success,
+                    "steps_to_success": steps if success else None,
+                    "steps": 0 if label == "error" else steps,
+                    "wait_steps": 10,
+                    "chunks": 3,
+                    "clip_rate": None if label == "error" else 0.01 * e,
+                    "out_of_range_rate": None if label == "error" else 0.002,
+                    "inference_ms": 35.0 + e,
+                    "wall_s": 3.0,
+                    "error": "RuntimeError: boom" if label == "error" else None,
+                    "gripper_closed": label != "gripper_never_closed",
+                    "failure": label,
+                    "eef_path": np.asarray(path).tolist(),
+                }
+            )
     with open(ev / "records.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     from libero_dp.video import encode_mp4
@@ -133,34 +180,71 @@ def fabricate(root: Path, n_episodes: int = 6) -> dict[str, Path]:
     for task in TASKS:
         rs = [r for r in records if r["task"] == task]
         succ = [r for r in rs if r["success"]]
-        tasks_m[task] = {**rate_summary(len(succ), len(rs)),
-                         "mean_steps_to_success": float(np.mean([r["steps_to_success"] for r in succ])),
-                         "median_steps_to_success": float(np.median([r["steps_to_success"] for r in succ])),
-                         "mean_clip_rate": 0.02, "mean_out_of_range_rate": 0.002, "mean_inference_ms": 37.0,
-                         "errors": sum(bool(r["error"]) for r in rs),
-                         "failures": {lab: sum(r["failure"] == lab for r in rs) for lab in LABELS}}
+        tasks_m[task] = {
+            **rate_summary(len(succ), len(rs)),
+            "mean_steps_to_success": float(np.mean([r["steps_to_success"] for r in succ])),
+            "median_steps_to_success": float(np.median([r["steps_to_success"] for r in succ])),
+            "mean_clip_rate": 0.02,
+            "mean_out_of_range_rate": 0.002,
+            "mean_inference_ms": 37.0,
+            "errors": sum(bool(r["error"]) for r in rs),
+            "failures": {lab: sum(r["failure"] == lab for r in rs) for lab in LABELS},
+        }
     n_succ = sum(r["success"] for r in records)
-    write_json(metrics / "eval.json", {"policy": "learned", "overall": {**rate_summary(n_succ, len(records)),
-                                                                         "mean_clip_rate": 0.02},
-                                       "tasks": tasks_m, "exec": {"steps": 64, "stride": 1},
-                                       "timing": {"wall_s": 100.0}, "videos": []})
+    write_json(
+        metrics / "eval.json",
+        {
+            "policy": "learned",
+            "overall": {**rate_summary(n_succ, len(records)), "mean_clip_rate": 0.02},
+            "tasks": tasks_m,
+            "exec": {"steps": 64, "stride": 1},
+            "timing": {"wall_s": 100.0},
+            "videos": [],
+        },
+    )
     shutil.copy(ROOT / "params.yaml", root / "params.yaml")
-    (root / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
-        "scale": {"cmd": "python stages/scale.py",
-                  "deps": [{"path": "data/extracted", "md5": "ab" * 16 + ".dir"}],
-                  "params": {"params.yaml": {"scale": {"pos_unit": "cm"}}},
-                  "outs": [{"path": "data/scaled", "md5": "cd" * 16 + ".dir", "nfiles": 5}]},
-        "eval": {"cmd": "python stages/eval.py", "deps": [],
-                 "params": {"params.yaml": {"exec": {"steps": 64}}},
-                 "outs": [{"path": "data/eval", "md5": "ef" * 16 + ".dir", "nfiles": 7}]}}}))
-    return {"metrics": metrics, "scaled": scaled, "eval": ev, "extracted": ext,
-            "params": root / "params.yaml", "lock": root / "dvc.lock", "out": root / "reports"}
+    (root / "dvc.lock").write_text(
+        yaml.safe_dump(
+            {
+                "schema": "2.0",
+                "stages": {
+                    "scale": {
+                        "cmd": "python stages/scale.py",
+                        "deps": [{"path": "data/extracted", "md5": "ab" * 16 + ".dir"}],
+                        "params": {"params.yaml": {"scale": {"pos_unit": "cm"}}},
+                        "outs": [{"path": "data/scaled", "md5": "cd" * 16 + ".dir", "nfiles": 5}],
+                    },
+                    "eval": {
+                        "cmd": "python stages/eval.py",
+                        "deps": [],
+                        "params": {"params.yaml": {"exec": {"steps": 64}}},
+                        "outs": [{"path": "data/eval", "md5": "ef" * 16 + ".dir", "nfiles": 7}],
+                    },
+                },
+            }
+        )
+    )
+    return {
+        "metrics": metrics,
+        "scaled": scaled,
+        "eval": ev,
+        "extracted": ext,
+        "params": root / "params.yaml",
+        "lock": root / "dvc.lock",
+        "out": root / "reports",
+    }
 
 
 def _inputs(paths: dict[str, Path], extracted: bool = True) -> rp.Inputs:
-    return rp.load_inputs(paths["scaled"], paths["eval"], paths["extracted"] if extracted else None,
-                          metrics_dir=paths["metrics"], params_file=paths["params"], lock_file=paths["lock"],
-                          repo_dir=ROOT)
+    return rp.load_inputs(
+        paths["scaled"],
+        paths["eval"],
+        paths["extracted"] if extracted else None,
+        metrics_dir=paths["metrics"],
+        params_file=paths["params"],
+        lock_file=paths["lock"],
+        repo_dir=ROOT,
+    )
 
 
 class _Tags(HTMLParser):
@@ -179,8 +263,9 @@ class _Tags(HTMLParser):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], rp.Report, list[Path]]:
     paths = fabricate(tmp_path_factory.mktemp("run"))
-    rep, files = rp.build_report(paths["out"], _inputs(paths), paths_episodes=3,
-                                 tasks_csv=paths["metrics"] / "eval_tasks.csv")
+    rep, files = rp.build_report(
+        paths["out"], _inputs(paths), paths_episodes=3, tasks_csv=paths["metrics"] / "eval_tasks.csv"
+    )
     return paths, rep, files
 
 
@@ -313,14 +398,37 @@ def test_report_logs_summary_run(built: tuple, tmp_path: Path, monkeypatch: pyte
 
 # ------------------------------------------------------------------------------------------------ compare
 def _exp(rev: str, name: str | None, steps: int, stride: int, succ: int, n: int, **extra: object) -> dict:
-    params = {"exec": {"steps": steps, "stride": stride, "temporal_ensemble": False},
-              "train": {"lr": extra.get("lr", 3e-4)}}
-    return {"rev": rev, "name": name, "error": None, "experiments": None, "data": {
-        "rev": rev, "timestamp": None, "params": {"params.yaml": {"data": params}},
-        # dvc exp show drops lists from metrics (no wilson95 here): compare must recompute the interval
-        "metrics": {"metrics/eval.json": {"data": {"overall": {
-            "success_rate": succ / n, "n": n, "successes": succ, "mean_clip_rate": 0.01}}}},
-        "deps": {}, "outs": {}, "meta": {}}}
+    params = {
+        "exec": {"steps": steps, "stride": stride, "temporal_ensemble": False},
+        "train": {"lr": extra.get("lr", 3e-4)},
+    }
+    return {
+        "rev": rev,
+        "name": name,
+        "error": None,
+        "experiments": None,
+        "data": {
+            "rev": rev,
+            "timestamp": None,
+            "params": {"params.yaml": {"data": params}},
+            # dvc exp show drops lists from metrics (no wilson95 here): compare must recompute the interval
+            "metrics": {
+                "metrics/eval.json": {
+                    "data": {
+                        "overall": {
+                            "success_rate": succ / n,
+                            "n": n,
+                            "successes": succ,
+                            "mean_clip_rate": 0.01,
+                        }
+                    }
+                }
+            },
+            "deps": {},
+            "outs": {},
+            "meta": {},
+        },
+    }
 
 
 def test_compare_parses_dvc_exp_show(tmp_path: Path) -> None:
@@ -329,8 +437,11 @@ def test_compare_parses_dvc_exp_show(tmp_path: Path) -> None:
     base["experiments"] = [
         {"revs": [_exp("b" * 40, "steps8", 8, 1, 20, 50)], "executor": None, "name": "steps8"},
         {"revs": [_exp("c" * 40, "stride8", 64, 8, 2, 50, lr=1e-4)], "executor": None, "name": "stride8"},
-        {"revs": [{"rev": "d" * 40, "name": "queued", "data": None, "error": None, "experiments": None}],
-         "executor": {"state": "queued"}, "name": "queued"},
+        {
+            "revs": [{"rev": "d" * 40, "name": "queued", "data": None, "error": None, "experiments": None}],
+            "executor": {"state": "queued"},
+            "name": "queued",
+        },
     ]
     data = [_exp("workspace", None, 64, 1, 40, 50), base]
     rows = cmp.rows_from_exp_show(data)

@@ -23,7 +23,7 @@ from libero_dp.units import (
 def test_rotation_round_trips() -> None:
     rng = np.random.default_rng(0)
     aa = rng.normal(size=(500, 3))
-    aa *= (rng.uniform(0, 3.0, size=(500, 1)) / np.linalg.norm(aa, axis=1, keepdims=True))
+    aa *= rng.uniform(0, 3.0, size=(500, 1)) / np.linalg.norm(aa, axis=1, keepdims=True)
     r = axis_angle_to_matrix(aa)
     np.testing.assert_allclose(r @ np.swapaxes(r, -1, -2), np.broadcast_to(np.eye(3), r.shape), atol=1e-12)
     np.testing.assert_allclose(matrix_to_axis_angle(r), aa, atol=1e-9)
