@@ -20,6 +20,9 @@ def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix + ".tmp", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp_path.chmod(0o666 & ~umask)  # mkstemp makes 0600; outputs should get the usual permissions
     try:
         yield tmp_path
         os.replace(tmp_path, final)

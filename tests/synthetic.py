@@ -41,15 +41,24 @@ def make_synthetic(
     ee_ori = np.stack([np.pi - 0.1 * t, 0.05 * np.cos(t), 0.02 * t], axis=1)
     gripper = np.stack([0.04 - 0.001 * t, -0.04 + 0.001 * t], axis=1)
     transform = Transform()
-    transform.fit(raw[: demos * length], ee_pos[: demos * length], ee_ori[: demos * length],
-                  gripper[: demos * length])
+    transform.fit(
+        raw[: demos * length], ee_pos[: demos * length], ee_ori[: demos * length], gripper[: demos * length]
+    )
     transform.save(root / "stats.json")
     # Frames: a per-frame random image, so neighbouring steps look different.
     frames = rng.integers(0, 256, (n, 2, image_size, image_size, 3), dtype=np.uint8)
-    np.savez(root / "data.npz", actions=transform.actions_to_model(raw),
-             proprio=transform.proprio_to_model(ee_pos, ee_ori, gripper), frames=frames)
-    meta = {"horizon": horizon, "image_history": image_history, "length": length,
-            "splits": {k: list(v) for k, v in splits.items()}}
+    np.savez(
+        root / "data.npz",
+        actions=transform.actions_to_model(raw),
+        proprio=transform.proprio_to_model(ee_pos, ee_ori, gripper),
+        frames=frames,
+    )
+    meta = {
+        "horizon": horizon,
+        "image_history": image_history,
+        "length": length,
+        "splits": {k: list(v) for k, v in splits.items()},
+    }
     (root / "meta.json").write_text(json.dumps(meta))
     return root
 
