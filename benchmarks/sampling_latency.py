@@ -36,9 +36,14 @@ def main() -> None:
     model = DiffusionPolicy(cfg).to(device).eval()
     sched = inference_scheduler("sample")
     g = torch.Generator().manual_seed(0)
-    obs_in = (torch.randn(1, 10, generator=g).to(device),
-              torch.randint(0, 255, (1, 2, cfg.image_history, 128, 128, 3), dtype=torch.uint8, generator=g).to(device),
-              torch.randn(1, 16, cfg.lang_dim, generator=g).to(device), torch.ones(1, 16, dtype=torch.bool).to(device))
+    obs_in = (
+        torch.randn(1, 10, generator=g).to(device),
+        torch.randint(0, 255, (1, 2, cfg.image_history, 128, 128, 3), dtype=torch.uint8, generator=g).to(
+            device
+        ),
+        torch.randn(1, 16, cfg.lang_dim, generator=g).to(device),
+        torch.ones(1, 16, dtype=torch.bool).to(device),
+    )
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if a.bf16 else nullcontext()
     results = []
     for steps in a.steps:
@@ -55,11 +60,20 @@ def main() -> None:
             if i >= 3:
                 times.append(time.perf_counter() - t0)
         times.sort()
-        results.append({"preset": a.preset, "params": count_params(model), "device": a.device,
-                        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                        "bf16": a.bf16, "sampling_steps": steps, "chunk": list(chunk.shape[1:]),
-                        "ms_median": 1e3 * times[len(times) // 2], "ms_p90": 1e3 * times[int(len(times) * 0.9)],
-                        "torch_threads": torch.get_num_threads()})
+        results.append(
+            {
+                "preset": a.preset,
+                "params": count_params(model),
+                "device": a.device,
+                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "bf16": a.bf16,
+                "sampling_steps": steps,
+                "chunk": list(chunk.shape[1:]),
+                "ms_median": 1e3 * times[len(times) // 2],
+                "ms_p90": 1e3 * times[int(len(times) * 0.9)],
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
         print(json.dumps(results[-1]))
     out = Path(a.out)
     runs = json.loads(out.read_text()) if out.exists() else []

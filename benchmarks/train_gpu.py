@@ -39,8 +39,9 @@ def batch_on(device: torch.device, b: int, cfg, lang_len: int = 16) -> dict[str,
         "actions": torch.randn(b, cfg.horizon, cfg.action_dim, generator=g).to(device),
         "mask": torch.ones(b, cfg.horizon, dtype=torch.bool).to(device),
         "proprio": torch.randn(b, cfg.proprio_dim, generator=g).to(device),
-        "images": torch.randint(0, 255, (b, cfg.num_cameras, cfg.image_history, s, s, 3), dtype=torch.uint8,
-                                generator=g).to(device),
+        "images": torch.randint(
+            0, 255, (b, cfg.num_cameras, cfg.image_history, s, s, 3), dtype=torch.uint8, generator=g
+        ).to(device),
         "lang": torch.randn(b, lang_len, cfg.lang_dim, generator=g).to(device),
         "lang_mask": torch.ones(b, lang_len, dtype=torch.bool).to(device),
     }
@@ -112,9 +113,16 @@ def main() -> None:
         name = torch.cuda.get_device_name(device) if cuda else "cpu"
         peak = peak_flops(name)
         res = {
-            "device": name, "gpus": world, "preset": a.preset, "params": count_params(model),
-            "batch_per_gpu": a.batch, "global_batch": a.batch * world, "bf16": not a.no_bf16,
-            "compile": a.compile, "step_s": dt, "samples_per_s": a.batch * world / dt,
+            "device": name,
+            "gpus": world,
+            "preset": a.preset,
+            "params": count_params(model),
+            "batch_per_gpu": a.batch,
+            "global_batch": a.batch * world,
+            "bf16": not a.no_bf16,
+            "compile": a.compile,
+            "step_s": dt,
+            "samples_per_s": a.batch * world / dt,
             "model_tflops_per_step_per_gpu": flops_per_step / 1e12,
             "achieved_tflops_per_gpu": flops_per_step / dt / 1e12,
             "mfu": (flops_per_step / dt / peak) if peak else None,

@@ -360,15 +360,7 @@ def rollout(
     clipped = over > 0
     success = steps_to_success is not None
     rec: dict[str, Any] = {
-        "task": spec.task.name,
-        "suite": spec.task.suite,
-        "task_index": spec.task.index,
-        "episode": spec.index,
-        "init_index": spec.init_index,
-        "demo": spec.demo,
-        "seed": spec.seed,
-        "reset_seed": spec.reset_seed,
-        "policy": policy,
+        **_spec_fields(spec, policy),
         "success": success,
         "steps_to_success": steps_to_success,
         "steps": t,
@@ -549,7 +541,8 @@ class EpisodeWorker:
         return encode_mp4(frames(), fps=CONTROL_HZ / every)
 
 
-def _error_record(spec: EpisodeSpec, policy: str, error: str) -> dict[str, Any]:
+def _spec_fields(spec: EpisodeSpec, policy: str) -> dict[str, Any]:
+    """The fields that identify an episode, shared by normal and error records."""
     return {
         "task": spec.task.name,
         "suite": spec.task.suite,
@@ -560,6 +553,12 @@ def _error_record(spec: EpisodeSpec, policy: str, error: str) -> dict[str, Any]:
         "seed": spec.seed,
         "reset_seed": spec.reset_seed,
         "policy": policy,
+    }
+
+
+def _error_record(spec: EpisodeSpec, policy: str, error: str) -> dict[str, Any]:
+    return {
+        **_spec_fields(spec, policy),
         "success": False,
         "steps_to_success": None,
         "steps": 0,
