@@ -182,3 +182,26 @@ def test_policy_runner(finished_run: tuple[Path, dict], monkeypatch: pytest.Monk
         runner.predict_chunk({"agentview_rgb": frames["agentview_rgb"]}, item["proprio"], ds.languages[0])
     with pytest.raises(ValueError, match="weights"):
         PolicyRunner.load(root / "models", weights="best")
+
+
+@pytest.mark.sim
+def test_overfits_one_real_demo(tiny_windows: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On real simulator data (one expert demo of the drawer task, both cameras), the loss goes below 1e-3."""
+    from libero_dp.windows import WindowDataset
+
+    monkeypatch.setitem(PRESETS, "tiny", TEST_PRESET)
+    episodes = json.loads((tiny_windows / "meta.json").read_text())
+    assert episodes["horizon"] == 16 and len(WindowDataset(tiny_windows, "train")) > 100
+    assert len(json.loads(Path(episodes["scaled_dir"], "split.json").read_text())["train"]) == 1
+    params = TrainParams(
+        steps=1500,
+        batch_size=32,
+        lr=3e-3,
+        warmup_steps=30,
+        num_workers=0,
+        log_every=100,
+        val_every=100_000,
+        ckpt_every=100_000,
+    )
+    metrics = train(params, tiny_windows, tmp_path / "models")
+    assert metrics["loss"] < 1e-3, _log(tmp_path)
