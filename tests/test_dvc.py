@@ -113,6 +113,7 @@ def _git(root: Path, *args: str) -> None:
 def test_full_pipeline_and_exec_experiment(repo_copy: Path) -> None:
     """End to end on the tiny config, then `dvc exp run -S exec.steps=8` reruns eval and report only."""
     root = repo_copy
+    _set_params(root, {"windows": {"horizon": TINY["windows"]["horizon"]}})  # the first test shrank it to 8
     ran = _ran(_dvc(root, "repro"))
     assert {"train", "eval", "report"} <= ran
     for f in ("metrics/train.json", "metrics/eval.json", "reports/index.html", "models/ema.safetensors"):

@@ -23,9 +23,12 @@ def _run(task_sel: str, init_ids: list[int]) -> list[dict]:
     try:
         for k in init_ids:
             actions: list[np.ndarray] = []
-            r = run_episode(
-                env, task, expert, k, inits[k], 400, on_step=lambda i, s, a, o, d, acc=actions: acc.append(a)
-            )
+
+            def record(i: int, s: object, a: np.ndarray, o: object, d: bool, acc: list = actions) -> None:
+                if i >= 0:  # negative indices are the wait steps
+                    acc.append(a)
+
+            r = run_episode(env, task, expert, k, inits[k], 400, on_step=record)
             r["actions"] = np.array(actions)
             out.append(r)
     finally:

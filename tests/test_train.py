@@ -189,6 +189,7 @@ def test_overfits_one_real_demo(tiny_windows: Path, tmp_path: Path, monkeypatch:
     """On real simulator data (one expert demo of the drawer task, both cameras), the loss goes below 1e-3."""
     from libero_dp.windows import WindowDataset
 
+    monkeypatch.setattr(train_mod, "WindowDataset", WindowDataset)  # the real loader, not the synthetic one
     monkeypatch.setitem(PRESETS, "tiny", TEST_PRESET)
     episodes = json.loads((tiny_windows / "meta.json").read_text())
     assert episodes["horizon"] == 16 and len(WindowDataset(tiny_windows, "train")) > 100
