@@ -940,7 +940,10 @@ def evaluate(
             ref = collected.get(name, {}).get("expert_official", {})
             if ref.get("n"):
                 t["collect_success_rate"] = ref["success_rate"]
-                t["collect_within_wilson95"] = t["wilson95"][0] <= ref["success_rate"] <= t["wilson95"][1]
+                lo, hi = t["wilson95"]
+                t["collect_within_wilson95"] = (
+                    lo - 1e-9 <= ref["success_rate"] <= hi + 1e-9
+                )  # float-rounded bounds
     return metrics
 
 
