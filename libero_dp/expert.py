@@ -481,18 +481,38 @@ class Expert:
 
     # -- public API
     def reset(self, env: Any) -> None:
-        """Build the plan for the current scene (object poses are read after the settling no-op steps)."""
+        """Plan the first goal for the current scene (object poses are read after the settling no-op steps).
+
+        Each later goal is planned when the previous one's skills are done, from the scene as it is then
+        (an opened drawer has moved its region; a stacked bowl has moved its target).
+        """
         self._scene = Scene(env)
-        self._plan = self._build_plan(self._scene)
+        self._goals = order_goals(self.goal)
+        self._g = 0
+        self._plan = []
         self._i = 0
         self._prev = NOOP.copy()
         self._flags = {}
-        if self._plan:
-            self._plan[0].start(self._scene)
+        self._next_goal(self._scene)
+
+    def _next_goal(self, scene: Scene) -> bool:
+        """Append the next goal's skills to the plan; False when every goal is planned."""
+        if self._g >= len(self._goals):
+            return False
+        pred, *args = self._goals[self._g]
+        self._g += 1
+        planner = PLANNERS.get(pred)
+        if planner is None:
+            raise NotImplementedError(f"no expert plan for goal ({pred} {' '.join(args)})")
+        skills = planner(self, scene, tuple(args))
+        self._plan.extend(skills)
+        if self._i < len(self._plan):
+            self._plan[self._i].start(scene)
+        return True
 
     @property
     def finished(self) -> bool:
-        return bool(self._plan) and self._i >= len(self._plan)
+        return bool(self._plan) and self._i >= len(self._plan) and self._g >= len(self._goals)
 
     @property
     def phase(self) -> str:
@@ -513,6 +533,8 @@ class Expert:
             self._i += 1
             if self._i < len(self._plan):
                 self._plan[self._i].start(scene)
+            else:
+                self._next_goal(scene)
         if raw is None:  # plan finished: hold still, gripper as last commanded
             raw = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, self._prev[6]])
         return self._smooth(raw)
@@ -571,19 +593,6 @@ class Expert:
         if held is None:
             return False
         return bool(np.linalg.norm(self._held_offset(scene) - held) > 0.04)
-
-    def _build_plan(self, scene: Scene) -> list[Skill]:
-        if len(self.goal) != 1:
-            raise NotImplementedError(f"no expert plan for goal {self.goal} (multi-predicate goals)")
-        pred, *args = self.goal[0]
-        if pred == "close" and len(args) == 1:
-            return plan_close_drawer(scene, args[0])
-        if pred in ("on", "in") and len(args) == 2:
-            self._obj = args[0]
-            self._obj_z0 = float(scene.body_pos(args[0])[2])
-            spec = GRASP_SPECS.get(self.categories.get(args[0], ""), DEFAULT_GRASP)
-            return plan_pick_place(scene, args[0], args[1], spec)
-        raise NotImplementedError(f"no expert plan for goal {self.goal[0]}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -777,22 +786,117 @@ def plan_pick_place(scene: Scene, obj: str, target: str, spec: GraspSpec) -> lis
     ]
 
 
+def _plan_close(ex: Expert, scene: Scene, args: tuple[str, ...]) -> list[Skill]:
+    return plan_close_drawer(scene, args[0])
+
+
+def _plan_place(ex: Expert, scene: Scene, args: tuple[str, ...]) -> list[Skill]:
+    obj, target = args
+    ex._obj = obj
+    ex._obj_z0 = float(scene.body_pos(obj)[2])
+    spec = GRASP_SPECS.get(ex.categories.get(obj, ""), DEFAULT_GRASP)
+    return plan_pick_place(scene, obj, target, spec)
+
+
+Planner = Callable[["Expert", Scene, tuple[str, ...]], list[Skill]]
+#: Goal predicate -> planner. A planner returns the skills that make its predicate hold from the scene
+#: as it is when the planner runs.
+PLANNERS: dict[str, Planner] = {
+    "close": _plan_close,
+    "on": _plan_place,
+    "in": _plan_place,
+}
+ENABLERS = ("open", "turnon", "turnoff")
+
+
+def order_goals(goal: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """Order a multi-predicate goal so that each step leaves the next one possible.
+
+    Open / turn on / turn off first (an object goes into an open drawer), then placements with the
+    supporting object placed before what stacks on it, then closing a region that something goes in.
+    """
+    in_targets = {g[2] for g in goal if g[0] == "in" and len(g) == 3}
+    supports = {g[2] for g in goal if g[0] in ("on", "in") and len(g) == 3}
+
+    def rank(g: tuple[str, ...]) -> int:
+        if g[0] in ENABLERS:
+            return 0
+        if g[0] == "close":
+            return 3 if g[1] in in_targets else 0
+        if g[0] in ("on", "in") and len(g) == 3:
+            return 1 if g[1] in supports else 2
+        return 2
+
+    return sorted(goal, key=rank)  # stable: ties keep the bddl order
+
+
+#: Skill families of libero_90, from the goal predicates (see task_family).
+FAMILIES = (
+    "onto_object",
+    "relative_placement",
+    "stack",
+    "into_basket",
+    "into_tray",
+    "into_caddy",
+    "into_drawer",
+    "into_shelf",
+    "drawer_articulation",
+    "microwave",
+    "stove",
+    "two_goal",
+)
+
+
+def task_family(goal: list[tuple[str, ...]], categories: dict[str, str]) -> str:
+    """The skill family of a task, read from its goal predicates (never from the sentence)."""
+    if len(goal) > 1:
+        if all(g[0] in ("open", "close") and "cabinet" in g[1] for g in goal):
+            return "drawer_articulation"
+        return "two_goal"
+    pred, *args = goal[0]
+    if pred in ("open", "close"):
+        return "microwave" if "microwave" in args[0] else "drawer_articulation"
+    if pred in ("turnon", "turnoff"):
+        return "stove"
+    obj, target = args
+    if pred == "in" or "_region" in target and "table" not in target:
+        for key, fam in (
+            ("basket", "into_basket"),
+            ("tray", "into_tray"),
+            ("caddy", "into_caddy"),
+            ("cabinet", "into_drawer"),
+            ("shelf", "into_shelf"),
+        ):
+            if key in target:
+                return fam
+    if "_table_" in target:
+        return "relative_placement"
+    if categories.get(obj) and categories.get(obj) == categories.get(target):
+        return "stack"
+    return "onto_object"
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Entry points
 # ----------------------------------------------------------------------------------------------------------
 
 
 def make_expert(task: TaskSpec, max_pos_action: float = 0.3) -> Expert:
-    """An expert for `task`, planned from its bddl goal; unsupported goals raise NotImplementedError."""
+    """An expert for `task`, planned from its bddl goal; goals no skill handles raise NotImplementedError."""
     with open(task.bddl_file) as fh:
         text = fh.read()
     goal = parse_goal(text)
-    if len(goal) != 1:
-        raise NotImplementedError(f"no expert plan for goal {goal} of {task.name}: multi-predicate goals")
-    pred, *args = goal[0]
-    if not ((pred == "close" and len(args) == 1) or (pred in ("on", "in") and len(args) == 2)):
-        raise NotImplementedError(f"no expert plan for goal ({' '.join(goal[0])}) of {task.name}")
+    for pred, *args in goal:
+        if pred not in PLANNERS:
+            raise NotImplementedError(f"no expert plan for goal ({pred} {' '.join(args)}) of {task.name}")
     return Expert(task=task, goal=goal, categories=parse_categories(text), max_pos_action=max_pos_action)
+
+
+def family_of(task: TaskSpec) -> str:
+    """Skill family of `task` from its bddl file."""
+    with open(task.bddl_file) as fh:
+        text = fh.read()
+    return task_family(parse_goal(text), parse_categories(text))
 
 
 def run_episode(

@@ -1,0 +1,213 @@
+"""Expert success table: every task over its official init states, state-only (no cameras).
+
+Writes metrics/experts.json: per task (keyed by task name) success_rate, final_success_rate, Wilson 95%
+interval, steps to success, family, failure causes; a per-family summary; and how long it took.
+
+    python benchmarks/expert_table.py --tasks libero_90 --episodes 50 --workers 2
+    python benchmarks/expert_table.py --tasks libero_90:20 --episodes 5 --workers 1 --out /tmp/t.json -v
+
+Episodes are cached per (task, init, expert code) under data/cache/experts, so a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+import traceback
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from libero_dp import expert as expert_mod  # noqa: E402
+from libero_dp import sim  # noqa: E402
+from libero_dp.fileio import write_json  # noqa: E402
+from libero_dp.metrics import wilson  # noqa: E402
+
+_ENVS: dict[str, object] = {}
+
+
+def _plugins() -> list[Path]:
+    """Extra planner modules under development ($EXPERT_PLUGINS, comma-separated .py files)."""
+    return [Path(p) for p in os.environ.get("EXPERT_PLUGINS", "").split(",") if p]
+
+
+def _load_plugins() -> None:
+    import importlib.util
+
+    for p in _plugins():
+        name = f"expert_plugin_{p.stem}"
+        if name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(name, p)
+            mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+            sys.modules[name] = mod
+            spec.loader.exec_module(mod)  # type: ignore[union-attr]
+
+
+def _code_hash() -> str:
+    h = hashlib.sha256()
+    for f in (Path(expert_mod.__file__), Path(sim.__file__), *_plugins()):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def run_one(task: sim.TaskSpec, init_id: int, max_steps: int) -> dict:
+    """One expert episode from official init state `init_id` (reset seed = init_id), in this process."""
+    sim.setup_gl()
+    _load_plugins()
+    try:
+        env = _ENVS.get(task.name)
+        if env is None:
+            for old in _ENVS.values():  # one env per process: ~2 GB each
+                old.close()  # type: ignore[attr-defined]
+            _ENVS.clear()
+            env = _ENVS[task.name] = sim.make_env(task, render=False)
+        ex = expert_mod.make_expert(task)
+        inits = sim.official_init_states(task)
+        t0 = time.perf_counter()
+        r = expert_mod.run_episode(env, task, ex, init_id, inits[init_id % len(inits)], max_steps)
+        r["wall_s"] = time.perf_counter() - t0
+    except NotImplementedError as e:
+        r = {"success": False, "final_success": False, "failure_cause": "no_plan", "error": str(e)}
+    except Exception as e:  # noqa: BLE001 - one episode's crash must not stop the table
+        r = {
+            "success": False,
+            "final_success": False,
+            "failure_cause": "error",
+            "error": f"{type(e).__name__}: {e}",
+            "traceback": traceback.format_exc()[-2000:],
+        }
+    r.update(task=task.name, init=init_id)
+    return r
+
+
+def summarise(records: list[dict], families: dict[str, str], wall_s: float, workers: int) -> dict:
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_task[r["task"]].append(r)
+    tasks = {}
+    for name, rs in by_task.items():
+        n = len(rs)
+        k = sum(bool(r["success"]) for r in rs)
+        kf = sum(bool(r.get("final_success")) for r in rs)
+        steps = [r["steps_to_success"] for r in rs if r.get("steps_to_success")]
+        lo, hi = wilson(k, n)
+        tasks[name] = {
+            "family": families[name],
+            "n": n,
+            "successes": k,
+            "success_rate": k / n,
+            "wilson_95": [lo, hi],
+            "final_success_rate": kf / n,
+            "steps_to_success_median": statistics.median(steps) if steps else None,
+            "steps_to_success_mean": statistics.mean(steps) if steps else None,
+            "failure_causes": dict(Counter(r["failure_cause"] for r in rs if not r["success"])),
+            "errors": sorted({r["error"] for r in rs if r.get("error")})[:3],
+        }
+    fam: dict[str, list[dict]] = defaultdict(list)
+    for v in tasks.values():
+        fam[v["family"]].append(v)
+    per_family = {}
+    for f, vs in sorted(fam.items()):
+        n = sum(v["n"] for v in vs)
+        k = sum(v["successes"] for v in vs)
+        per_family[f] = {
+            "tasks": len(vs),
+            "tasks_at_90pct": sum(v["success_rate"] >= 0.9 for v in vs),
+            "episodes": n,
+            "success_rate": k / n,
+            "wilson_95": list(wilson(k, n)),
+            "failure_causes": dict(sum((Counter(v["failure_causes"]) for v in vs), Counter())),
+        }
+    n = sum(v["n"] for v in tasks.values())
+    k = sum(v["successes"] for v in tasks.values())
+    return {
+        "protocol": "official init states, reset seed = init index, state-only stepping, success = done or "
+        "check_success() at any step; final = check_success() after release and retreat",
+        "tasks_total": len(tasks),
+        "tasks_at_90pct": sum(v["success_rate"] >= 0.9 for v in tasks.values()),
+        "overall": {"episodes": n, "success_rate": k / n if n else None, "wilson_95": list(wilson(k, n))},
+        "below_90pct": {
+            t: {"success_rate": v["success_rate"], "failure_causes": v["failure_causes"]}
+            for t, v in tasks.items()
+            if v["success_rate"] < 0.9
+        },
+        "per_family": per_family,
+        "tasks": dict(sorted(tasks.items())),
+        "wall_s": wall_s,
+        "workers": workers,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", nargs="+", default=["libero_90"])
+    ap.add_argument("--episodes", type=int, default=50)
+    ap.add_argument("--first-init", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--max-steps", type=int, default=600)
+    ap.add_argument("--out", default=str(ROOT / "metrics/experts.json"))
+    ap.add_argument("--cache", default=str(ROOT / "data/cache/experts"))
+    ap.add_argument("--no-cache", action="store_true")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print every episode")
+    args = ap.parse_args()
+
+    _load_plugins()
+    tasks = sim.resolve_tasks(args.tasks)
+    families = {t.name: expert_mod.family_of(t) for t in tasks}
+    cache = Path(args.cache) / _code_hash()
+    cache.mkdir(parents=True, exist_ok=True)
+    records: list[dict] = []
+    todo = []
+    for t in tasks:  # task-major order: each worker keeps reusing one env
+        for i in range(args.first_init, args.first_init + args.episodes):
+            f = cache / f"{t.name}__{i}_{args.max_steps}.json"
+            if f.exists() and not args.no_cache:
+                records.append(json.loads(f.read_text()))
+            else:
+                todo.append((t, i, f))
+    t0 = time.perf_counter()
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.workers, mp_context=ctx) as ex:
+        futs = {ex.submit(run_one, t, i, args.max_steps): f for t, i, f in todo}
+        for fut in tqdm(as_completed(futs), total=len(futs), desc="expert episodes", disable=args.verbose):
+            r = fut.result()
+            write_json(futs[fut], r)
+            records.append(r)
+            if args.verbose:
+                print(
+                    f"{r['task'][:60]:60s} init {r['init']:2d} ok={r['success']} "
+                    f"final={r.get('final_success')} "
+                    f"steps={r.get('steps_to_success')} len={r.get('length')} cause={r.get('failure_cause')} "
+                    f"{r.get('error', '')[:200]}",
+                    flush=True,
+                )
+    wall = time.perf_counter() - t0
+    out = summarise(records, families, wall, args.workers)
+    out["episodes_run_now"] = len(todo)
+    walls = [r["wall_s"] for r in records if "wall_s" in r]
+    out["mean_episode_s"] = float(np.mean(walls)) if walls else None
+    write_json(Path(args.out), out)
+    print(
+        f"{out['tasks_at_90pct']}/{out['tasks_total']} tasks >= 90%, "
+        f"overall {out['overall']['success_rate']}, "
+        f"{len(todo)} episodes in {wall:.0f} s -> {args.out}"
+    )
+    for f, v in out["per_family"].items():
+        print(f"  {f:22s} {v['tasks_at_90pct']}/{v['tasks']} tasks >= 90%, rate {v['success_rate']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
