@@ -51,11 +51,11 @@ def reset_seed_for(seed: int, task: sim.TaskSpec, attempt: int) -> int:
 
 def _cache_key(p: CollectParams) -> str:
     """Hash of everything that changes an attempt's result, the expert's code included."""
+    import libero_dp.bddl as bddl_mod
     import libero_dp.expert as expert_mod
 
-    code = (
-        Path(expert_mod.__file__).read_bytes() + Path(__file__).read_bytes() + Path(sim.__file__).read_bytes()
-    )
+    mods = (expert_mod, bddl_mod, sim)
+    code = b"".join(Path(m.__file__).read_bytes() for m in mods) + Path(__file__).read_bytes()
     fields = (p.init, p.seed, p.image_size, p.max_steps, p.steps_after_success, p.num_steps_wait)
     return hashlib.sha256(repr(fields).encode() + code).hexdigest()[:12]
 

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from libero_dp import sim
+from libero_dp.bddl import family_of
 from libero_dp.config import EvalParams, ExecParams
 from libero_dp.fileio import atomic_dir, atomic_path, write_json
 from libero_dp.metrics import rate_summary
@@ -180,18 +181,34 @@ class Controller:
 
 
 class ExpertController(Controller):
-    """The scripted privileged-state expert, acting every step (reference policy)."""
+    """The scripted privileged-state expert, acting every step (reference policy).
 
-    def __init__(self, task: sim.TaskSpec) -> None:
+    With `read_every` > 0 it also reads the images a policy re-planning every `read_every` steps with
+    `history` frames would read (and ignores them), so that its evaluation costs what a policy's would.
+    """
+
+    def __init__(self, task: sim.TaskSpec, read_every: int = 0, history: int = 2) -> None:
         from libero_dp.expert import make_expert
 
         super().__init__()
         self.expert = make_expert(task)
+        self.read_every = read_every
+        self.uses_images = read_every > 0
+        self.image_history = history
+        self._t = 0
 
     def begin(self, env: Any, obs: dict) -> None:
         self.expert.reset(env)
+        self._t = 0
+
+    def steps_until_replan(self) -> int:
+        return (-self._t) % self.read_every if self.read_every else 0
 
     def act(self, t: int, env: Any, obs: dict, frames: Callable[[], dict[str, np.ndarray]]) -> np.ndarray:
+        if self.read_every and t % self.read_every == 0:
+            frames()  # what a policy would read here (raises if the on-demand schedule missed a frame)
+            self.chunks += 1
+        self._t = t + 1
         return np.asarray(self.expert.act(env, obs), dtype=np.float64)
 
 
@@ -429,6 +446,8 @@ class WorkerConfig:
     weights: str
     threads: int
     runner_factory: Callable[[], Runner] | None = None
+    expert_image_every: int = 0
+    expert_image_history: int = 2
 
 
 class EpisodeWorker:
@@ -489,7 +508,7 @@ class EpisodeWorker:
 
     def controller(self, spec: EpisodeSpec) -> Controller:
         if self.cfg.policy == "expert":
-            return ExpertController(spec.task)
+            return ExpertController(spec.task, self.cfg.expert_image_every, self.cfg.expert_image_history)
         if self.cfg.policy == "replay":
             return ReplayController(spec.actions)
         assert self.runner is not None
@@ -547,6 +566,7 @@ def _spec_fields(spec: EpisodeSpec, policy: str) -> dict[str, Any]:
         "task": spec.task.name,
         "suite": spec.task.suite,
         "task_index": spec.task.index,
+        "family": family_of(spec.task),
         "episode": spec.index,
         "init_index": spec.init_index,
         "demo": spec.demo,
@@ -594,6 +614,14 @@ def ray_session(workers: int, address: str | None = None) -> Iterator[Any]:
         return
     kw: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
     if address:
+        # `ray start` turns token auth on when a token exists (and RAY_AUTH_MODE is unset), but
+        # ray.init(address=...) does not infer it (Ray 2.60): apply the same rule with Ray's own helper
+        try:
+            from ray._private.authentication import authentication_token_setup as auth
+
+            auth.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        except (ImportError, AttributeError):  # other Ray versions: RAY_AUTH_MODE decides
+            pass
         ray.init(address=address, **kw)
     else:
         # RAY_ADDRESS in the environment would make a local init connect elsewhere; we asked for local
@@ -800,7 +828,7 @@ def cache_key(
                 repr(sorted(getattr(runner_factory, "keywords", {}).items())),
             ]
     elif ep.policy == "expert":
-        code.append(here / "expert.py")
+        code += [here / "expert.py", here / "bddl.py"]
     else:
         parts["demos"] = hash_paths(demo_files)
     parts["code"] = hash_paths([p for p in code if p.exists()])
@@ -881,8 +909,11 @@ def evaluate(
         weights=ep.weights,
         threads=ep.threads_per_worker,
         runner_factory=runner_factory,
+        expert_image_every=ep.expert_image_every,
+        expert_image_history=ep.expert_image_history,
     )
     new_keys: list[str] = []
+    cluster: dict[str, Any] | None = None
     t_episodes = 0.0
     videos: dict[str, bytes] = {}
     need_actors = bool(todo) or _videos_missing(ep, specs, records, cache)
@@ -890,6 +921,14 @@ def evaluate(
         with ray_session(ep.workers, ep.ray_address) as ray:
             pool = _Pool(ray, cfg, min(ep.workers, max(len(todo), 1)))
             setup = pool.setup()
+            ctx = ray.get_runtime_context()
+            cluster = {
+                "address": ctx.gcs_address,
+                "local": not ep.ray_address,
+                "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
+                "cluster_cpus": ray.cluster_resources().get("CPU"),
+                "actor_pids": [s.get("pid") for s in setup],
+            }
             if ep.policy == "learned" and setup:
                 h = setup[0]["horizon"]
                 executed_indices(h, xp.steps, xp.stride)
@@ -934,6 +973,7 @@ def evaluate(
     metrics = summarise(
         ep, xp, tasks, ordered, new, t_episodes, time.perf_counter() - t_start, key, size, sorted(videos)
     )
+    metrics["timing"]["ray"] = cluster
     if ep.policy == "expert" and collect_metrics is not None and Path(collect_metrics).exists():
         collected = json.loads(Path(collect_metrics).read_text()).get("tasks", {})
         for name, t in metrics["tasks"].items():
@@ -1049,6 +1089,7 @@ def summarise(
         sts = [r["steps_to_success"] for r in succ]
         per_task[task.name] = {
             **rate_summary(len(succ), len(rs)),
+            "family": family_of(task),
             "mean_steps_to_success": _mean(sts),
             "median_steps_to_success": float(median(sts)) if sts else None,
             "mean_clip_rate": _mean([r["clip_rate"] for r in rs]),
@@ -1069,6 +1110,17 @@ def summarise(
         "mean_inference_ms": _mean([r["inference_ms"] for r in records]),
         "failures": {lab: sum(r.get("failure") == lab for r in records) for lab in FAILURE_LABELS},
     }
+    families: dict[str, Any] = {}
+    for fam in sorted({t["family"] for t in per_task.values()}):
+        ts = [(name, t) for name, t in per_task.items() if t["family"] == fam]
+        fr = [r for r in records if r["task"] in dict(ts)]
+        families[fam] = {
+            **rate_summary(sum(r["success"] for r in fr), len(fr)),
+            "tasks": len(ts),
+            "mean_task_success_rate": _mean([t["success_rate"] for _, t in ts]),
+            "tasks_at_least_90pct": sum(t["success_rate"] >= 0.9 for _, t in ts),
+            "failures": {lab: sum(r.get("failure") == lab for r in fr) for lab in FAILURE_LABELS},
+        }
     timing = {
         "wall_s": wall_s,
         "episodes_run": len(new),
@@ -1082,6 +1134,7 @@ def summarise(
     return {
         "policy": ep.policy,
         "overall": overall,
+        "families": families,
         "tasks": per_task,
         "exec": xp.model_dump(),
         "eval": {k: v for k, v in ep.model_dump().items() if k != "out_dir"},
