@@ -298,3 +298,31 @@ def test_fault_isolation_retry_and_resume(tmp_path: Path) -> None:
     assert runs() == {0: 1, 1: 1, 2: 4, 3: 2, 4: 1}
     assert m2["timing"]["episodes_cached"] == 4 and m2["timing"]["episodes_run"] == 1
     assert [r["success"] for r in _records(tmp_path / "eval")] == [r["success"] for r in recs.values()]
+
+
+def test_eval_render_equals_training_frames(tiny_demos, tiny_extracted: Path) -> None:
+    """Evaluation's on-demand rendering (render_upright, after a seeded reset, the wait steps and the
+    executed actions, as `rollout` does) returns exactly the frames the policy was trained on."""
+    import h5py
+
+    ep0 = json.loads((tiny_extracted / "episodes.json").read_text())[0]
+    keys = list(sim.CAMERAS.values())
+    frames = {k: np.load(tiny_extracted / "frames" / f"{k}.npy", mmap_mode="r") for k in keys}
+    size = json.loads((tiny_extracted / "meta.json").read_text())["image_size"]
+    task = sim.resolve_tasks(TASK)[0]
+    env = sim.make_env(task, image_size=size, render=True)
+    try:
+        with h5py.File(next(tiny_demos[0].glob("*_demo.hdf5"))) as f:
+            d = f[f"data/{ep0['demo']}"]
+            first = int(d.attrs["num_steps_wait"])
+            actions = d["actions"][:]
+            sim.reset_to(env, int(d.attrs["reset_seed"]), d.attrs["init_state"])
+        for a in actions[:first]:  # the wait steps, as in evaluation
+            env.step(a)
+        for i in range(6):  # sample i: the frame read before executing actions[first + i]
+            live = ev.render_upright(env, size)
+            for k in keys:
+                np.testing.assert_array_equal(live[k], frames[k][ep0["start"] + i], err_msg=f"{k} step {i}")
+            env.step(actions[first + i])
+    finally:
+        env.close()
