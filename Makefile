@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 # absolute, so `dvc exp run --temp/--queue` copies log to the same embedded store
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: run test setup system-deps lint compare bench clean-cache
+.PHONY: run test setup system-deps lint compare bench clean-cache experts eval-libero90-expert data-libero90
 
 run: setup ## run the whole pipeline (dvc repro) on the default: one task, CPU
 	dvc repro
@@ -40,6 +40,17 @@ compare: setup ## side-by-side table + plot of DVC experiments and MLflow runs
 
 bench: setup ## benchmarks (results in benchmarks/results/)
 	$(PY) benchmarks/loader.py
+
+experts: setup ## scripted-expert success table, 90 tasks x 50 official init states -> metrics/experts.json
+	$(PY) benchmarks/expert_table.py --tasks libero_90 --episodes 50 --workers $(or $(WORKERS),2)
+
+eval-libero90-expert: setup ## the full libero_90 protocol (90 x 50) with the scripted expert, images read as a policy would
+	dvc exp run -n libero90-expert -S eval.policy=expert -S 'eval.tasks=[libero_90]' -S eval.expert_image_every=64 \
+	  -S eval.videos_success=0 -S eval.videos_failure=1 -S eval.max_steps=600
+
+data-libero90: setup ## the libero_90 demonstration dataset (N demos per task, default 10) through DVC
+	dvc exp run -n libero90-data -S 'collect.tasks=[libero_90]' -S collect.demos_per_task=$(or $(N),10) \
+	  -S collect.expert_check_episodes=0 -S collect.max_steps=600 extract
 
 clean-cache: ## drop resumable per-episode caches (collect/eval); DVC outputs stay
 	rm -rf data/cache
