@@ -57,7 +57,8 @@ def _load_plugins() -> None:
 
 def _code_hash() -> str:
     h = hashlib.sha256()
-    for f in (Path(expert_mod.__file__), Path(sim.__file__), *_plugins()):
+    pkg = sorted(Path(expert_mod.__file__).parent.glob("*.py"))
+    for f in (*pkg, Path(sim.__file__), *_plugins()):
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
 
@@ -76,8 +77,17 @@ def run_one(task: sim.TaskSpec, init_id: int, max_steps: int) -> dict:
         ex = expert_mod.make_expert(task)
         inits = sim.official_init_states(task)
         t0 = time.perf_counter()
-        r = expert_mod.run_episode(env, task, ex, init_id, inits[init_id % len(inits)], max_steps)
+        actions: list[list[float]] = []
+
+        def record(i: int, s: object, a: np.ndarray, o: object, d: bool) -> None:
+            actions.append([float(x) for x in a])  # wait steps included: replay starts at the reset
+
+        r = expert_mod.run_episode(
+            env, task, ex, init_id, inits[init_id % len(inits)], max_steps, on_step=record
+        )
         r["wall_s"] = time.perf_counter() - t0
+        if r["success"]:
+            r["actions"] = actions
     except NotImplementedError as e:
         r = {"success": False, "final_success": False, "failure_cause": "no_plan", "error": str(e)}
     except Exception as e:  # noqa: BLE001 - one episode's crash must not stop the table
@@ -90,6 +100,34 @@ def run_one(task: sim.TaskSpec, init_id: int, max_steps: int) -> dict:
         }
     r.update(task=task.name, init=init_id)
     return r
+
+
+def run_chunk(task: sim.TaskSpec, jobs: list[tuple[int, str]], max_steps: int) -> list[dict]:
+    """Several init states of one task in this process (one env build), each record cached as it ends."""
+    out = []
+    for init_id, path in jobs:
+        r = run_one(task, init_id, max_steps)
+        write_json(Path(path), r)
+        out.append(r)
+    return out
+
+
+def replay_one(task: sim.TaskSpec, init_id: int, actions: list[list[float]]) -> dict:
+    """Replay a recorded episode (reset seed + official init state + actions) in this process."""
+    sim.setup_gl()
+    env = _ENVS.get(task.name)
+    if env is None:
+        for old in _ENVS.values():
+            old.close()  # type: ignore[attr-defined]
+        _ENVS.clear()
+        env = _ENVS[task.name] = sim.make_env(task, render=False)
+    inits = sim.official_init_states(task)
+    sim.reset_to(env, init_id, inits[init_id % len(inits)])
+    success = False
+    for a in actions:
+        _, _, done, _ = env.step(np.asarray(a))
+        success = success or bool(done) or sim.check_success(env)
+    return {"task": task.name, "init": init_id, "replay_success": success, "steps": len(actions)}
 
 
 def summarise(records: list[dict], families: dict[str, str], wall_s: float, workers: int) -> dict:
@@ -160,6 +198,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "metrics/experts.json"))
     ap.add_argument("--cache", default=str(ROOT / "data/cache/experts"))
     ap.add_argument("--no-cache", action="store_true")
+    ap.add_argument("--chunk", type=int, default=5, help="episodes of one task per job")
+    ap.add_argument("--replay", type=int, default=0, help="replay this many successes per task")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every episode")
     args = ap.parse_args()
 
@@ -180,12 +220,18 @@ def main() -> None:
     t0 = time.perf_counter()
     os.environ.setdefault("MUJOCO_GL", "egl")
     ctx = multiprocessing.get_context("spawn")
+    chunks: list[tuple[sim.TaskSpec, list[tuple[int, str]]]] = []
+    for t, i, f in todo:  # consecutive inits of one task per job: a worker builds each env once per chunk
+        if chunks and chunks[-1][0] is t and len(chunks[-1][1]) < args.chunk:
+            chunks[-1][1].append((i, str(f)))
+        else:
+            chunks.append((t, [(i, str(f))]))
+    bar = tqdm(total=len(todo), desc="expert episodes", disable=args.verbose)
     with ProcessPoolExecutor(args.workers, mp_context=ctx) as ex:
-        futs = {ex.submit(run_one, t, i, args.max_steps): f for t, i, f in todo}
-        for fut in tqdm(as_completed(futs), total=len(futs), desc="expert episodes", disable=args.verbose):
-            r = fut.result()
-            write_json(futs[fut], r)
+        futs = [ex.submit(run_chunk, t, jobs, args.max_steps) for t, jobs in chunks]
+        for r in (r for fut in as_completed(futs) for r in fut.result()):
             records.append(r)
+            bar.update(1)
             if args.verbose:
                 print(
                     f"{r['task'][:60]:60s} init {r['init']:2d} ok={r['success']} "
@@ -196,6 +242,29 @@ def main() -> None:
                 )
     wall = time.perf_counter() - t0
     out = summarise(records, families, wall, args.workers)
+    if args.replay:
+        # replay the first N successes per task in processes that did not record them
+        jobs = []
+        for t in tasks:
+            ok = [r for r in records if r["task"] == t.name and r["success"] and r.get("actions")]
+            jobs += [(t, r["init"], r["actions"]) for r in sorted(ok, key=lambda r: r["init"])[: args.replay]]
+        t1 = time.perf_counter()
+        with ProcessPoolExecutor(args.workers, mp_context=ctx) as ex:
+            reps = list(tqdm(ex.map(replay_one, *zip(*jobs, strict=True)), total=len(jobs), desc="replays"))
+        by_task: dict[str, list[bool]] = defaultdict(list)
+        for r in reps:
+            by_task[r["task"]].append(r["replay_success"])
+        out["replay"] = {
+            "what": "successful episodes replayed open loop (reset seed + official init state + recorded "
+            "actions) in processes that did not record them",
+            "per_task_requested": args.replay,
+            "replayed": len(reps),
+            "succeeded": sum(r["replay_success"] for r in reps),
+            "tasks_all_replayed_ok": sum(all(v) and len(v) >= args.replay for v in by_task.values()),
+            "failed": [f"{r['task']} init {r['init']}" for r in reps if not r["replay_success"]],
+            "wall_s": time.perf_counter() - t1,
+        }
+        print(f"replays: {out['replay']['succeeded']}/{out['replay']['replayed']} succeeded")
     out["episodes_run_now"] = len(todo)
     walls = [r["wall_s"] for r in records if "wall_s" in r]
     out["mean_episode_s"] = float(np.mean(walls)) if walls else None

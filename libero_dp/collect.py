@@ -54,8 +54,9 @@ def _cache_key(p: CollectParams) -> str:
     import libero_dp.bddl as bddl_mod
     import libero_dp.expert as expert_mod
 
-    mods = (expert_mod, bddl_mod, sim)
-    code = b"".join(Path(m.__file__).read_bytes() for m in mods) + Path(__file__).read_bytes()
+    pkg = sorted(Path(expert_mod.__file__).parent.glob("*.py"))  # the expert package
+    files = [*pkg, Path(bddl_mod.__file__), Path(sim.__file__)]
+    code = b"".join(f.read_bytes() for f in files) + Path(__file__).read_bytes()
     fields = (p.init, p.seed, p.image_size, p.max_steps, p.steps_after_success, p.num_steps_wait)
     return hashlib.sha256(repr(fields).encode() + code).hexdigest()[:12]
 
@@ -95,13 +96,14 @@ def run_job(job: Job, p: CollectParams) -> dict:
             p.steps_after_success,
             on_step=on_step,
         )
-    except NotImplementedError:
-        raise
+    except NotImplementedError as e:  # no plan for this scene (e.g. a handle the hand cannot reach)
+        res = {"success": False, "error": str(e), "failure_cause": "no_plan"}
     except Exception as e:  # MuJoCo instability etc.: one attempt lost, the collection goes on
         res = {"success": False, "error": repr(e), "failure_cause": "error"}
     res = {k: v for k, v in res.items() if isinstance(v, (bool, int, float, str, type(None)))}
     res.update(kind=job.kind, index=job.index, reset_seed=job.reset_seed, wall_s=time.perf_counter() - t0)
     if job.kind == "demo" and res.get("success"):
+        t_render = time.perf_counter()
         final_state = sim.get_state(env)
         xml = sim.model_xml(env)
         demo = _render_demo(env, job, p, steps, final_state, xml, res)
@@ -117,6 +119,8 @@ def run_job(job: Job, p: CollectParams) -> dict:
                 bddl_file=meta["bddl_file"],
                 env_kwargs=meta["env_kwargs"],
             )
+        res["render_s"] = time.perf_counter() - t_render  # images from stored states + compressed write
+        res["frames"] = len(steps)
     write_json(job.out + ".json", res)
     return res
 
@@ -174,58 +178,88 @@ def _run_jobs(jobs: list[Job], p: CollectParams, desc: str) -> list[dict]:
 
 
 def collect(p: CollectParams, cache_root: Path = Path("data/cache/collect")) -> dict:
-    """Collect demos for every task in p.tasks; write <out_dir>/<TASK>_demo.hdf5; return metrics."""
+    """Collect demos for every task in p.tasks; write <out_dir>/<TASK>_demo.hdf5; return metrics.
+
+    All tasks share one worker pool: first the expert checks on the official init states (state-only),
+    then rounds of demo attempts from fresh resets until every task has demos_per_task successes or has
+    used its attempt budget. Every attempt is cached, so a killed collection resumes where it stopped.
+    """
     tasks = sim.resolve_tasks(p.tasks)
     key = _cache_key(p)
     out_dir = Path(p.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics: dict[str, Any] = {"tasks": {}, "params_key": key}
+    metrics: dict[str, Any] = {"tasks": {}, "skipped": {}, "params_key": key}
     t_start = time.perf_counter()
-    for task in tasks:
-        cache = cache_root / task.name / key
-        cache.mkdir(parents=True, exist_ok=True)
-        # 1) the expert's success on the official init states (state-only, no images)
-        checks = [
-            Job("check", task, i, i, True, str(cache / f"check_{i:03d}"))
-            for i in range(p.expert_check_episodes)
-        ]
-        check_res = _run_jobs(checks, p, f"expert check {task.name[:40]}")
-        # 2) demos from fresh resets, in rounds until demos_per_task succeeded or attempts run out
-        kept: list[dict] = []
-        attempts: list[dict] = []
-        nxt, budget = 0, p.demos_per_task * p.max_attempts_factor
-        while len(kept) < p.demos_per_task and nxt < budget:
-            n = min(p.demos_per_task - len(kept), budget - nxt)
-            if attempts:  # after the first round, over-provision by the observed failure rate
-                rate = max(len(kept) / len(attempts), 0.2)
-                n = min(int(np.ceil(n / rate)), budget - nxt)
-            init_official = p.init == "official"
-            jobs = [
+    cache = {t.name: cache_root / t.name / key for t in tasks}
+    for c in cache.values():
+        c.mkdir(parents=True, exist_ok=True)
+    # 1) the expert's success on the official init states (state-only, no images)
+    checks = [
+        Job("check", t, i, i, True, str(cache[t.name] / f"check_{i:03d}"))
+        for t in tasks
+        for i in range(p.expert_check_episodes)
+    ]
+    check_res: dict[str, list[dict]] = {t.name: [] for t in tasks}
+    for j, r in zip(checks, _run_jobs(checks, p, "expert check"), strict=True):
+        check_res[j.task.name].append(r)
+    # 2) demos from fresh resets, in rounds over all tasks
+    kept: dict[str, list[dict]] = {t.name: [] for t in tasks}
+    attempts: dict[str, list[dict]] = {t.name: [] for t in tasks}
+    nxt = dict.fromkeys(cache, 0)
+    budget = p.demos_per_task * p.max_attempts_factor
+    init_official = p.init == "official"
+    while True:
+        jobs = []
+        for t in tasks:
+            n = min(p.demos_per_task - len(kept[t.name]), budget - nxt[t.name])
+            if n <= 0:
+                continue
+            if attempts[t.name]:  # after the first round, over-provision by the observed failure rate
+                if all(r.get("failure_cause") == "no_plan" for r in attempts[t.name]):
+                    continue
+                rate = max(len(kept[t.name]) / len(attempts[t.name]), 0.2)
+                n = min(int(np.ceil(n / rate)), budget - nxt[t.name])
+            jobs += [
                 Job(
                     "demo",
-                    task,
+                    t,
                     k,
-                    k if init_official else reset_seed_for(p.seed, task, k),
+                    k if init_official else reset_seed_for(p.seed, t, k),
                     init_official,
-                    str(cache / f"demo_{k:05d}"),
+                    str(cache[t.name] / f"demo_{k:05d}"),
                 )
-                for k in range(nxt, nxt + n)
+                for k in range(nxt[t.name], nxt[t.name] + n)
             ]
-            nxt += n
-            res = _run_jobs(jobs, p, f"demos {task.name[:40]}")
-            attempts += res
-            kept += [r for r in res if r.get("success")]
-        kept = sorted(kept, key=lambda r: r["index"])[: p.demos_per_task]
-        if not kept:
-            raise RuntimeError(f"{task.name}: the expert succeeded in none of {len(attempts)} attempts")
-        _assemble(out_dir / f"{task.name}_demo.hdf5", [cache / f"demo_{r['index']:05d}.h5" for r in kept])
-        metrics["tasks"][task.name] = _task_metrics(task, check_res, attempts, kept)
+            nxt[t.name] += n
+        if not jobs:
+            break
+        for j, r in zip(jobs, _run_jobs(jobs, p, "demos"), strict=True):
+            attempts[j.task.name].append(r)
+            if r.get("success"):
+                kept[j.task.name].append(r)
+    # 3) one official-layout file per task
+    for task in tasks:
+        k = sorted(kept[task.name], key=lambda r: r["index"])[: p.demos_per_task]
+        if not k:
+            causes = sorted({str(r.get("error") or r.get("failure_cause")) for r in attempts[task.name]})
+            msg = (
+                f"{task.name}: the expert succeeded in none of {len(attempts[task.name])} attempts ({causes})"
+            )
+            if p.on_task_failure == "error":
+                raise RuntimeError(msg)
+            metrics["skipped"][task.name] = msg
+            continue
+        _assemble(
+            out_dir / f"{task.name}_demo.hdf5", [cache[task.name] / f"demo_{r['index']:05d}.h5" for r in k]
+        )
+        metrics["tasks"][task.name] = _task_metrics(task, check_res[task.name], attempts[task.name], k)
     metrics["wall_s"] = time.perf_counter() - t_start
     ok = [
         m["expert_official"]["success_rate"] for m in metrics["tasks"].values() if m["expert_official"]["n"]
     ]
     metrics["mean_expert_success"] = mean(ok) if ok else None
     metrics["num_demos"] = sum(m["demos"] for m in metrics["tasks"].values())
+    metrics["disk_bytes"] = sum(f.stat().st_size for f in out_dir.glob("*_demo.hdf5"))
     return metrics
 
 
@@ -271,4 +305,5 @@ def _task_metrics(task: sim.TaskSpec, checks: list[dict], attempts: list[dict], 
         "demo_attempt_success_rate": sum(bool(r.get("success")) for r in attempts) / max(len(attempts), 1),
         "mean_episode_length": mean(r["length"] for r in kept),
         "mean_wall_s_per_attempt": mean(r["wall_s"] for r in attempts),
+        "mean_render_s_per_demo": mean(r["render_s"] for r in kept) if "render_s" in kept[0] else None,
     }

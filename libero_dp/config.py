@@ -28,6 +28,8 @@ class CollectParams(_Section):
     max_attempts_factor: int = Field(3, ge=1)
     expert_check_episodes: int = Field(50, ge=0, le=50)
     workers: int = Field(2, ge=1)
+    # a task whose expert keeps failing: "error" stops the stage, "skip" leaves it out (listed in metrics)
+    on_task_failure: Literal["error", "skip"] = "error"
     out_dir: str = "data/demos"
 
 

@@ -828,7 +828,7 @@ def cache_key(
                 repr(sorted(getattr(runner_factory, "keywords", {}).items())),
             ]
     elif ep.policy == "expert":
-        code += [here / "expert.py", here / "bddl.py"]
+        code += [*sorted((here / "expert").glob("*.py")), here / "bddl.py"]
     else:
         parts["demos"] = hash_paths(demo_files)
     parts["code"] = hash_paths([p for p in code if p.exists()])

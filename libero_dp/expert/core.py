@@ -263,6 +263,50 @@ def _nearest_finger_rot(finger_axis: np.ndarray, current: np.ndarray) -> np.ndar
 Target = Callable[[Scene], np.ndarray]
 
 
+@dataclass
+class FreeMove:
+    """Velocity-profile control for moves through free space (opted into per MoveTo with `free_cap`).
+
+    The hand's per-step displacement follows the command with lag (fitted on the Panda OSC at 20 Hz:
+    disp[k+1] ~ alpha * disp[k] + beta * action[k], i.e. ~1.15 cm/step at steady action 1.0). The skill
+    asks for the speed sqrt(2 * decel * d) (capped; then `final_rate * d` in the last cm) towards the goal
+    and inverts the model for the action: it brakes early enough that the per-step slew limit does not
+    make it overshoot. With the plain 0.3 cap the hand moves ~0.35 cm per step; free moves ~3x faster.
+
+    caps: phase name -> largest position action (1.0 = 5 cm per step commanded), for planners that opt in.
+    """
+
+    caps: dict[str, float] = field(
+        default_factory=lambda: {
+            "approach": 1.0,
+            "lift": 1.0,
+            "carry": 1.0,
+            "retreat": 1.0,
+            "descend": 0.6,
+            "lower": 0.6,
+        }
+    )
+    alpha: float = 0.65
+    beta: float = 0.0045
+    decel: float = 0.0008  # m/step^2
+    final_rate: float = 0.3  # 1/step
+
+
+FREE = FreeMove()
+
+
+def free_action(err: np.ndarray, vel: np.ndarray, top: float) -> np.ndarray:
+    """Position action that moves the hand along `err` (m) on the braking speed profile; |a| <= top."""
+    d = float(np.linalg.norm(err))
+    if d < 1e-9:
+        return np.zeros(3)
+    speed = min(np.sqrt(2.0 * FREE.decel * d), FREE.final_rate * d, top * FREE.beta / (1.0 - FREE.alpha))
+    want = speed * err / d
+    a = (want - FREE.alpha * vel) / FREE.beta
+    m = float(np.max(np.abs(a)))
+    return a * (top / m) if m > top else a
+
+
 class MoveTo(Skill):
     """Move the grip site to a position with a down orientation; ends when there, or stalled on contact."""
 
@@ -277,11 +321,13 @@ class MoveTo(Skill):
         cap: float | None = None,
         stop_on_stall: bool = False,
         max_steps: int = 200,
+        free_cap: float | None = None,
     ) -> None:
         super().__init__()
         self.name, self.target_fn, self.axis_fn = name, target, finger_axis
         self.gripper, self.tol, self.rot_tol, self.cap = gripper, tol, rot_tol, cap
         self.stop_on_stall, self.max_steps = stop_on_stall, max_steps
+        self.free_cap = free_cap  # > the usual cap: braking speed profile up to this action (FreeMove)
         self.stalled = False
 
     def start(self, scene: Scene) -> None:
@@ -303,7 +349,13 @@ class MoveTo(Skill):
             self.stalled = True
             return None
         self.t += 1
-        return np.concatenate([_pos_action(err, lim, self.cap), rot_a, [self.gripper]])
+        base = lim.max_pos_action if self.cap is None else min(self.cap, lim.max_pos_action)
+        if self.free_cap is not None and self.free_cap > base:
+            vel = pos - self.hist[-2] if len(self.hist) > 1 else np.zeros(3)
+            a = free_action(err, vel, self.free_cap)
+        else:
+            a = _pos_action(err, lim, self.cap)
+        return np.concatenate([a, rot_a, [self.gripper]])
 
 
 class Gripper(Skill):
@@ -465,7 +517,8 @@ class Expert:
                 self._next_goal(scene)
         if raw is None:  # plan finished: hold still, gripper as last commanded
             raw = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, self._prev[6]])
-        return self._smooth(raw)
+            return self._smooth(raw)
+        return self._smooth(raw, getattr(self._plan[self._i], "free_cap", None))
 
     def failure_cause(self, env: Any) -> str | None:
         """Best-effort reason for a failed episode (None when the goal holds)."""
@@ -485,12 +538,14 @@ class Expert:
         return "timed_out"
 
     # -- internals
-    def _smooth(self, raw: np.ndarray) -> np.ndarray:
+    def _smooth(self, raw: np.ndarray, free_cap: float | None = None) -> np.ndarray:
+        """Slew-limit and clip; a free-space move (free_cap) may exceed the usual position cap."""
         lim = self.limits
         a = np.array(raw, dtype=np.float64)
         a[:3] = np.clip(a[:3], self._prev[:3] - lim.pos_slew, self._prev[:3] + lim.pos_slew)
         a[3:6] = np.clip(a[3:6], self._prev[3:6] - lim.rot_slew, self._prev[3:6] + lim.rot_slew)
-        a[:3] = np.clip(a[:3], -lim.max_pos_action, lim.max_pos_action)
+        top = max(lim.max_pos_action, free_cap or 0.0)
+        a[:3] = np.clip(a[:3], -top, top)
         a[3:6] = np.clip(a[3:6], -lim.max_rot_action, lim.max_rot_action)
         a[6] = 1.0 if a[6] > 0 else -1.0
         self._prev = a
@@ -498,7 +553,7 @@ class Expert:
 
     def _on_skill_end(self, scene: Scene, skill: Skill) -> None:
         f = self._flags
-        if isinstance(skill, PushJoint) and skill.stuck:
+        if getattr(skill, "stuck", False):  # an articulation skill gave up
             f["push_stuck"] = True
         if skill.name == "grasp_close":
             f["grasped"] = scene.gripper_gap > 0.002
@@ -531,209 +586,15 @@ class Expert:
 SAFE_Z_MARGIN = 0.05  # hand clearance above what it passes over
 
 
-def plan_close_drawer(scene: Scene, region: str) -> list[Skill]:
-    """Approach above the handle, descend in front of it, push along the slide axis, back off."""
-    inner = scene.inner
-    site_obj = inner.object_sites_dict.get(region)
-    joints = list(getattr(site_obj, "joints", None) or [])
-    if not joints:
-        raise NotImplementedError(f"no expert plan for goal (Close {region}): the region has no joint")
-    joint = joints[0]
-    m = scene.model
-    jid = m.joint_name2id(joint)
-    if int(m.jnt_type[jid]) != 2:  # mjJNT_SLIDE
-        raise NotImplementedError(f"no expert plan for goal (Close {region}): only slide joints (drawers)")
-    parent = inner.get_object(site_obj.parent_name)
-    close_ranges = parent.object_properties["articulation"]["default_close_ranges"]
-    q_close = float(np.mean(close_ranges))
-    q0 = scene.joint_q(joint)
-    axis = np.array(scene.data.xaxis[jid])
-    push_dir = _horizontal(np.sign(q_close - q0) * axis)
-    across = np.array([-push_dir[1], push_dir[0], 0.0])
-    drawer = int(m.jnt_bodyid[jid])
-    geoms = scene.subtree_geoms(drawer)
-
-    def front(g: int) -> float:  # how far a geom sticks out against the push direction
-        lo, hi = scene.geoms_aabb([g])
-        return float(-np.min(np.array([lo @ push_dir, hi @ push_dir])))
-
-    fronts = {g: front(g) for g in geoms}
-    outer = max(fronts.values())
-    handle = [g for g, v in fronts.items() if v > outer - 0.012]
-
-    def contact(s: Scene) -> np.ndarray:
-        lo, hi = s.geoms_aabb(handle)
-        c = (lo + hi) / 2.0
-        face = min(lo @ push_dir, hi @ push_dir)  # handle face the hand pushes on
-        return c + (face - c @ push_dir) * push_dir
-
-    standoff = 0.015  # grip site to fingertip surface along the push direction (closed fingers)
-    _, body_hi = scene.aabb(site_obj.parent_name)
-    safe_z = max(float(body_hi[2]) + SAFE_Z_MARGIN, float(scene.eef_pos[2]))
-
-    def pre_push(s: Scene) -> np.ndarray:
-        return contact(s) - (standoff + 0.03) * push_dir
-
-    def above(s: Scene) -> np.ndarray:
-        # straight to a point just above the pre-push pose: nothing stands in front of an open drawer,
-        # and the per-component cap makes the diagonal move no slower than the longest axis alone
-        p = pre_push(s)
-        return np.array([p[0], p[1], min(safe_z, p[2] + 0.04)])
-
-    def state_closed(s: Scene) -> bool:
-        return bool(s.inner.object_states_dict[region].is_close())
-
-    def backed_off(s: Scene) -> np.ndarray:
-        return s.eef_pos - 0.06 * push_dir + np.array([0.0, 0.0, 0.04])
-
-    def axis_fn(s: Scene) -> np.ndarray:
-        return across
-
-    return [
-        MoveTo("approach", above, axis_fn, gripper=1.0, tol=0.02, rot_tol=0.1),
-        MoveTo("descend", pre_push, axis_fn, gripper=1.0, tol=0.006),
-        PushJoint(
-            lambda s: contact(s) - standoff * push_dir,
-            push_dir,
-            across,
-            state_closed,
-            lambda s: s.joint_q(joint),
-        ),
-        MoveTo("retreat", backed_off, axis_fn, gripper=1.0, tol=0.01, max_steps=40),
-    ]
-
-
 def _dist_to_box2d(p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     d = np.maximum(np.maximum(lo[:2] - p[:2], 0.0), p[:2] - hi[:2])
     return float(np.linalg.norm(d))
 
 
-def choose_grasp(scene: Scene, obj: str, spec: GraspSpec, exclude: set[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Grip point (world) and finger axis for `obj`.
-
-    Candidate yaws every 15 degrees (and both rim sides for bowls) are scored by the clearance of the open
-    fingertips to neighbouring objects (capped at 3 cm: beyond that extra room does not matter), then by
-    the rotation needed from the current hand orientation.
-    """
-    lo, hi = scene.aabb(obj)
-    centre = (lo + hi) / 2.0
-    height = float(hi[2] - lo[2])
-    grip_z = max(float(hi[2]) - min(spec.depth, 0.6 * height), float(lo[2]) + 0.012)
-    obstacles = [scene.aabb(n) for n in scene.obstacle_names(exclude | {obj})]
-    cur_axis = scene.eef_mat[:, 0]
-    mat = scene.body_mat(obj)
-    # object's horizontal axes: fingers close across the shorter one for elongated objects
-    pts = np.array([c for g in scene.subtree_geoms(scene.body_id(obj)) for c in scene.geoms_aabb([g])])
-    widths = [float(np.ptp(pts[:, :2] @ _horizontal(mat[:, k])[:2])) for k in range(2)]
-    short_axis = _horizontal(mat[:, int(np.argmin(widths))])
-
-    cands: list[tuple[float, float, np.ndarray, np.ndarray]] = []
-    for yaw in np.deg2rad(np.arange(0, 360 if spec.mode == "rim" else 180, 15)):
-        f = np.array([np.cos(yaw), np.sin(yaw), 0.0])
-        if spec.yaw == "short_side" and spec.mode != "rim" and abs(f @ short_axis) < np.cos(np.deg2rad(20)):
-            continue
-        grip = np.array([centre[0], centre[1], grip_z])
-        if spec.mode == "rim":
-            grip = grip + spec.rim_offset * f
-        tips = [grip + 0.045 * f, grip - 0.045 * f]
-        clear = min(
-            [_dist_to_box2d(t, olo, ohi) for t in tips for olo, ohi in obstacles if ohi[2] > grip_z - 0.02],
-            default=1.0,
-        )
-        turn = float(np.arccos(min(1.0, abs(f @ cur_axis))))
-        # prefer a rim side toward the robot base (-x): the arm does not reach across the bowl
-        reach = float(f[0]) if spec.mode == "rim" else 0.0
-        cands.append((min(clear, 0.03), -(turn + 0.5 * reach), grip, f))
-    _, _, grip, f = max(cands, key=lambda c: (round(c[0], 3), c[1]))
-    return grip, f
-
-
-def plan_pick_place(scene: Scene, obj: str, target: str, spec: GraspSpec) -> list[Skill]:
-    """Hover, descend, close, lift, carry over the target, lower, open, retreat."""
-    inner = scene.inner
-    is_site = target in inner.object_sites_dict and target not in inner.obj_body_id
-    exclude = {target} if not is_site else {inner.object_sites_dict[target].parent_name}
-    grip, finger = choose_grasp(scene, obj, spec, exclude)
-    hover = grip + np.array([0.0, 0.0, 0.07])
-    olo, ohi = scene.aabb(obj)
-    below_grip = float(grip[2] - olo[2])  # object extent below the grip point
-
-    if is_site:
-        s_pos, s_mat, s_size = scene.site(target)
-        half = np.abs(s_mat @ s_size)
-        place_xy = s_pos[:2]
-        support_top = float(s_pos[2] - half[2])
-        parent_lo, parent_hi = scene.aabb(inner.object_sites_dict[target].parent_name)
-        top_z = float(parent_hi[2])
-    else:
-        tlo, thi = scene.aabb(target)
-        place_xy = ((tlo + thi) / 2.0)[:2]
-        support_top = float(thi[2])
-        top_z = float(thi[2])
-    carry_obj_bottom = top_z + 0.05  # carried object's bottom clears the target by 5 cm
-
-    flags: dict[str, Any] = {}
-
-    def axis_fn(s: Scene) -> np.ndarray:
-        return finger
-
-    def lift_target(s: Scene) -> np.ndarray:
-        p = s.eef_pos
-        return np.array([p[0], p[1], max(grip[2] + 0.06, carry_obj_bottom + below_grip - 0.03)])
-
-    def offset(s: Scene) -> np.ndarray:
-        if "off" not in flags:
-            flags["off"] = s.body_pos(obj) - s.eef_pos
-        return flags["off"]
-
-    def carry_target(s: Scene) -> np.ndarray:
-        lo, _ = s.aabb(obj)
-        bottom_below_hand = s.eef_pos[2] - lo[2]
-        obj_goal_xy = place_xy
-        hand_xy = obj_goal_xy - offset(s)[:2]
-        return np.array([hand_xy[0], hand_xy[1], carry_obj_bottom + bottom_below_hand])
-
-    def place_target(s: Scene) -> np.ndarray:
-        lo, _ = s.aabb(obj)
-        bottom_below_hand = s.eef_pos[2] - lo[2]
-        hand_xy = place_xy - offset(s)[:2]
-        return np.array([hand_xy[0], hand_xy[1], support_top + spec.release_height + bottom_below_hand])
-
-    def retreat_target(s: Scene) -> np.ndarray:
-        return s.eef_pos + np.array([0.0, 0.0, 0.10])
-
-    return [
-        MoveTo("approach", lambda s: hover, axis_fn, gripper=-1.0, tol=0.006),
-        MoveTo("descend", lambda s: grip, axis_fn, gripper=-1.0, tol=0.004, stop_on_stall=True),
-        Gripper("grasp_close", close=True),
-        MoveTo("lift", lift_target, axis_fn, gripper=1.0, tol=0.01),
-        MoveTo("carry", carry_target, axis_fn, gripper=1.0, tol=0.008),
-        MoveTo("lower", place_target, axis_fn, gripper=1.0, tol=0.005, stop_on_stall=True),
-        Gripper("release", close=False, min_steps=8),
-        MoveTo("retreat", retreat_target, axis_fn, gripper=-1.0, tol=0.01, max_steps=40),
-    ]
-
-
-def _plan_close(ex: Expert, scene: Scene, args: tuple[str, ...]) -> list[Skill]:
-    return plan_close_drawer(scene, args[0])
-
-
-def _plan_place(ex: Expert, scene: Scene, args: tuple[str, ...]) -> list[Skill]:
-    obj, target = args
-    ex._obj = obj
-    ex._obj_z0 = float(scene.body_pos(obj)[2])
-    spec = GRASP_SPECS.get(ex.categories.get(obj, ""), DEFAULT_GRASP)
-    return plan_pick_place(scene, obj, target, spec)
-
-
 Planner = Callable[["Expert", Scene, tuple[str, ...]], list[Skill]]
 #: Goal predicate -> planner. A planner returns the skills that make its predicate hold from the scene
 #: as it is when the planner runs.
-PLANNERS: dict[str, Planner] = {
-    "close": _plan_close,
-    "on": _plan_place,
-    "in": _plan_place,
-}
+PLANNERS: dict[str, Planner] = {}  # filled by libero_dp.expert.planners
 ENABLERS = ("open", "turnon", "turnoff")
 
 
@@ -783,6 +644,7 @@ def run_episode(
     max_steps: int,
     num_steps_wait: int = 10,
     steps_after_success: int = 10,
+    max_steps_after_success: int = 150,
     on_step: Callable[[int, np.ndarray, np.ndarray, dict, bool], None] | None = None,
 ) -> dict[str, Any]:
     """Reset, wait, then step the expert; success = `done` or check_success at any step.
@@ -811,7 +673,13 @@ def run_episode(
         if success and steps_to_success is None:
             steps_to_success = t
         if steps_to_success is not None:
-            if t - steps_to_success >= steps_after_success or expert.finished:
+            # LIBERO's (In ...) holds while the object is still in the hand: go on through release and
+            # retreat (the plan's end), then `steps_after_success` at rest, so final_success is meaningful
+            if expert.finished:
+                finished_idle += 1
+                if finished_idle > steps_after_success:
+                    break
+            elif t - steps_to_success >= max_steps_after_success:
                 break
         elif t >= max_steps:
             break

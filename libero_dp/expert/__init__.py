@@ -1,0 +1,50 @@
+"""Scripted privileged-state expert for LIBERO, organised by skill.
+
+The plan is read from the task's bddl goal (never from the sentence), one planner per goal predicate:
+
+core        privileged scene access, motion skills (move with a free-space speed profile, grip, push),
+            the Expert that runs one plan per goal in a feasible order, run_episode
+pick_place  grasp choice (clearance, reach), settle, hover/descend/grasp/lift/carry/lower/release/retreat
+objects     grasp modes and data for handles and wide rims (pans, mugs, moka pots), table regions
+books       books into caddy compartments and shelf slots
+drawers     open (pinch-pull) and close (push) slide-jointed drawers
+hinges      stove knobs (grasp and turn) and hinged doors (push / pull along the arc)
+planners    which module handles which goal (fills core.PLANNERS)
+
+Per-object grasp parameters are data (GRASP_SPECS, OBJECT_SPECS, BOOK_SPECS, KNOB_SPECS, DOOR_SPECS).
+"""
+
+from libero_dp.expert import planners as _planners  # noqa: F401 (registers the planners)
+from libero_dp.expert.core import (
+    FAILURE_CAUSES,
+    GRASP_SPECS,
+    NOOP,
+    PLANNERS,
+    Expert,
+    GraspSpec,
+    Scene,
+    family_of,
+    make_expert,
+    order_goals,
+    parse_categories,
+    parse_goal,
+    run_episode,
+    task_family,
+)
+
+__all__ = [
+    "FAILURE_CAUSES",
+    "GRASP_SPECS",
+    "NOOP",
+    "PLANNERS",
+    "Expert",
+    "GraspSpec",
+    "Scene",
+    "family_of",
+    "make_expert",
+    "order_goals",
+    "parse_categories",
+    "parse_goal",
+    "run_episode",
+    "task_family",
+]

@@ -1,0 +1,436 @@
+"""Books into the desk caddy and the two-layer shelf (libero_90 73-83, 86, 88).
+
+Facts this module relies on (measured, STUDY_SCENE1-4):
+
+* Books (`black_book` 2.9 x 11.0 x 13.4 cm, `yellow_book` 2.4 x 9.8 x 12.2 cm) start standing upright, one box
+  geom each; the body origin is ~2 mm below the bottom face. `(In book site)` only tests the body origin, so a
+  book counts as in a compartment once its bottom edge is inside the site box.
+* The caddy's front/back compartments are 5.7-6 cm wide in x: the book goes in upright with its thin axis
+  across the compartment (the hand re-yaws the held book during the carry); in the 12.6 x 12.9 cm side
+  compartments an 11 cm book goes in diagonally. The back compartment's site starts 1.3 mm above the floor
+  plate: a book standing on the floor is *not* in it, so there the book is lowered only until it is in.
+* The two-layer shelf is closed on top (plate at z 1.093) and open toward -y; its top region is the 13.5 cm
+  gap between the middle and the top plate. A book goes in horizontally: the hand turns to point into the
+  slot with its fingers vertical (the held book lies flat ahead of it) and pushes it in from the open side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from libero_dp.expert import core as E
+
+BOOK_CATEGORIES = ("black_book", "yellow_book")
+BOOK_SPEC = E.GraspSpec(mode="book", depth=0.025, yaw="short_side", release_height=0.004)
+#: Per-category grasp data (bddl category -> spec).
+BOOK_SPECS: dict[str, E.GraspSpec] = dict.fromkeys(BOOK_CATEGORIES, BOOK_SPEC)
+
+#: the object's body origin is placed this far inside the region's (extended) lower z bound at least
+ORIGIN_MARGIN = 0.012
+#: carried object's bottom clears the target's top by this much
+CARRY_CLEAR = 0.03
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Geometry
+# ----------------------------------------------------------------------------------------------------------
+
+
+class BookFrame:
+    """World frame of a book's box geom: centre, thin/wide/tall unit axes and half-sizes along them."""
+
+    def __init__(self, scene: E.Scene, obj: str) -> None:
+        m, d = scene.model, scene.data
+        geoms = [g for g in scene.subtree_geoms(scene.body_id(obj)) if int(m.geom_type[g]) == 6]  # boxes
+        g = max(geoms, key=lambda k: float(np.prod(m.geom_size[k])))
+        rot = np.array(d.geom_xmat[g]).reshape(3, 3)
+        half = np.array(m.geom_size[g])
+        tall = int(np.argmax(np.abs(rot[2, :])))
+        others = [k for k in range(3) if k != tall]
+        thin, wide = sorted(others, key=lambda k: half[k])
+        self.centre = np.array(d.geom_xpos[g])
+        self.thin, self.wide, self.tall = rot[:, thin], rot[:, wide], rot[:, tall] * np.sign(rot[2, tall])
+        self.half = np.array([half[thin], half[wide], half[tall]])
+        self.top_z = float(self.centre[2] + np.abs(rot[2, :]) @ half)
+        self.bottom_z = float(self.centre[2] - np.abs(rot[2, :]) @ half)
+        self.origin = scene.body_pos(obj)
+
+
+def compartment(scene: E.Scene, site: str, parent: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Free interior of a container region: (centre xy, unit axes (2, 3), half-widths (2,)).
+
+    Walks from the site centre along the site's horizontal axes to the nearest wall of the parent (geom
+    AABBs over the upper half of the site's height, so the floor plate does not count). The caddy's sites
+    are up to 6 mm off the wall-to-wall centre, which matters for an 11 cm book in a 12.6 cm compartment.
+    """
+    c, rot, half = scene.site(site)
+    z_lo, z_hi = float(c[2]), float(c[2] + np.abs(rot[2]) @ half)
+    vert = int(np.argmax(np.abs(rot[2, :])))
+    axes = np.array([E._horizontal(rot[:, k]) for k in range(3) if k != vert])
+    half = np.array([half[k] for k in range(3) if k != vert] + [half[vert]])
+    boxes = [scene.geoms_aabb([g]) for g in scene.subtree_geoms(scene.body_id(parent))]
+    boxes = [(lo, hi) for lo, hi in boxes if hi[2] > z_lo and lo[2] < z_hi]
+    lo_hi = np.zeros((2, 2))
+    for k in range(2):
+        a, other = axes[k], axes[1 - k]
+        for j, sign in enumerate((-1.0, 1.0)):
+            best = float(half[k]) + 0.05  # no wall found: site edge + 5 cm
+            for lo, hi in boxes:
+                corners = np.array([[x, y] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])]) - c[:2]
+                along, across = corners @ (sign * a[:2]), corners @ other[:2]
+                if across.min() < 0.0 < across.max() and along.max() > 0.0:
+                    best = min(best, max(float(along.min()), 0.0))
+            lo_hi[k, j] = best
+    centre = c[:2] + sum(axes[k, :2] * (lo_hi[k, 1] - lo_hi[k, 0]) / 2.0 for k in range(2))
+    return centre, axes, lo_hi.sum(axis=1) / 2.0
+
+
+def place_yaw(axes: np.ndarray, half: np.ndarray, bf: BookFrame, current: np.ndarray) -> np.ndarray:
+    """Finger axis (= book thin axis) for lowering an upright book into a compartment.
+
+    Thin axis across the narrow side when the book's width fits along the long side; diagonal when the
+    book only just fits either way (11 cm book, 12.6 x 12.9 cm compartment); else the axis nearest `current`.
+    """
+    wide = 2.0 * bf.half[1]
+    narrow = int(np.argmin(half))
+    if 2.0 * half[narrow] < wide:  # only fits with its thin axis across the narrow side
+        return axes[narrow]
+    if 2.0 * half[narrow] >= wide + 0.03:  # roomy: least rotation
+        return max(list(axes), key=lambda a: abs(float(a @ current)))
+    diag = [E._horizontal(axes[0] + axes[1]), E._horizontal(axes[0] - axes[1])]
+    return max(diag, key=lambda a: abs(float(a @ current)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Skills
+# ----------------------------------------------------------------------------------------------------------
+
+
+class MovePose(E.Skill):
+    """Move the grip site to a position and a full orientation (not only pointing down).
+
+    Position and rotation targets are read once at start. With `pos_first_rot`, the rotation is done
+    before any large translation (a 90-degree pitch swings the held object through a wide arc).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        target: E.Target,
+        rot: Callable[[E.Scene], np.ndarray],
+        gripper: float,
+        tol: float = 0.006,
+        rot_tol: float = 0.06,
+        cap: float | None = None,
+        stop_on_stall: bool = False,
+        max_steps: int = 200,
+        rot_cap: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.name, self.target_fn, self.rot_fn, self.rot_cap = name, target, rot, rot_cap
+        self.gripper, self.tol, self.rot_tol, self.cap = gripper, tol, rot_tol, cap
+        self.stop_on_stall, self.max_steps = stop_on_stall, max_steps
+        self.stalled = False
+
+    def start(self, scene: E.Scene) -> None:
+        self.goal = np.asarray(self.target_fn(scene), dtype=np.float64)
+        self.rot = np.asarray(self.rot_fn(scene))
+        self.hist: list[np.ndarray] = []
+
+    def step(self, scene: E.Scene, lim: E.Limits) -> np.ndarray | None:
+        pos = scene.eef_pos
+        self.hist.append(pos)
+        err = self.goal - pos
+        rot_a, rot_err = E._rot_action(self.rot, scene.eef_mat, lim)
+        if np.linalg.norm(err) < self.tol and rot_err < self.rot_tol:
+            return None
+        if self.stop_on_stall and len(self.hist) > 6 and np.linalg.norm(pos - self.hist[-4]) < 0.001:
+            self.stalled = True
+            return None
+        if self.t >= self.max_steps:
+            self.stalled = True
+            return None
+        self.t += 1
+        rot_a = np.clip(rot_a, -self.rot_cap, self.rot_cap)
+        return np.concatenate([E._pos_action(err, lim, self.cap), rot_a, [self.gripper]])
+
+
+class HoldUntil(E.Skill):
+    """Hold the hand still (gripper closed) until a predicate holds or `max_steps` pass."""
+
+    def __init__(self, cond: Callable[[E.Scene], bool], max_steps: int = 15, name: str = "hold") -> None:
+        super().__init__()
+        self.cond, self.max_steps, self.name = cond, max_steps, name
+
+    def start(self, scene: E.Scene) -> None:
+        self.pos, self.rot = scene.eef_pos, scene.eef_mat
+
+    def step(self, scene: E.Scene, lim: E.Limits) -> np.ndarray | None:
+        if self.cond(scene) or self.t >= self.max_steps:
+            return None
+        self.t += 1
+        rot_a, _ = E._rot_action(self.rot, scene.eef_mat, lim)
+        return np.concatenate([E._pos_action(self.pos - scene.eef_pos, lim), rot_a, [1.0]])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Plans
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _book_grasp(scene: E.Scene, obj: str, spec: E.GraspSpec) -> tuple[np.ndarray, np.ndarray, BookFrame]:
+    """Grip point on the upright book's top edge (box centre in xy); fingers close across its thickness."""
+    bf = BookFrame(scene, obj)
+    depth = min(spec.depth, 0.5 * (bf.top_z - bf.bottom_z))
+    grip = np.array([bf.centre[0], bf.centre[1], bf.top_z - depth])
+    return grip, E._horizontal(bf.thin), bf
+
+
+def _region_check(scene: E.Scene, obj: str, site: str) -> bool:
+    """LIBERO's In(): the object's body origin inside the site box (lower z bound extended by 1 cm)."""
+    c, rot, half = scene.site(site)
+    local = rot.T @ (scene.body_pos(obj) - c)
+    return bool(np.all(np.abs(local[:2]) <= half[:2]) and -half[2] - 0.01 <= local[2] <= half[2])
+
+
+def plan_book_into(scene: E.Scene, obj: str, site: str, spec: E.GraspSpec) -> list[E.Skill]:
+    """Book into a container region reachable from above (caddy compartments).
+
+    Grasp the upright book across its thickness at its top, lift it clear of the container, re-yaw so the
+    thin axis lies across the compartment's narrow side, carry over the compartment centre, lower until the
+    book's origin is inside the region (resting on the floor when the region reaches the floor), release.
+    """
+    inner = scene.inner
+    grip, finger, bf = _book_grasp(scene, obj, spec)
+    parent = inner.object_sites_dict[site].parent_name
+    s_pos, s_mat, s_half = scene.site(site)
+    half_w = np.abs(s_mat) @ s_half
+    _, parent_hi = scene.aabb(parent)
+    centre_xy, axes, inner_half = compartment(scene, site, parent)
+    place_axis = place_yaw(axes, inner_half, bf, finger)
+    origin_below_bottom = bf.bottom_z - float(bf.origin[2])  # ~2 mm
+    grip_above_bottom = float(grip[2]) - bf.bottom_z
+    # lowest useful book-bottom height: origin just inside the region's (extended) lower bound
+    min_bottom = float(s_pos[2] - half_w[2]) - 0.01 + ORIGIN_MARGIN + origin_below_bottom
+    carry_bottom = float(parent_hi[2]) + CARRY_CLEAR
+
+    def down(axis: np.ndarray) -> Callable[[E.Scene], np.ndarray]:
+        return lambda s: E._nearest_finger_rot(axis, s.eef_mat)
+
+    def lift_target(s: E.Scene) -> np.ndarray:
+        p = s.eef_pos
+        return np.array([p[0], p[1], carry_bottom + grip_above_bottom])
+
+    def carry_target(s: E.Scene) -> np.ndarray:
+        return np.array([centre_xy[0], centre_xy[1], carry_bottom + grip_above_bottom])
+
+    def lower_target(s: E.Scene) -> np.ndarray:
+        # the book was grasped over its box centre; a book swinging about the finger axis after the carry
+        # would give a wrong offset, so place the hand itself over the region centre
+        return np.array([centre_xy[0], centre_xy[1], min_bottom + grip_above_bottom])
+
+    def retreat_target(s: E.Scene) -> np.ndarray:
+        return s.eef_pos + np.array([0.0, 0.0, 0.10])
+
+    return [
+        E.MoveTo("approach", lambda s: grip + np.array([0.0, 0.0, 0.06]), lambda s: finger, -1.0, tol=0.008),
+        E.MoveTo("descend", lambda s: grip, lambda s: finger, -1.0, tol=0.004, stop_on_stall=True),
+        E.Gripper("grasp_close", close=True),
+        E.MoveTo("lift", lift_target, lambda s: finger, 1.0, tol=0.02, rot_tol=0.2),
+        MovePose("carry", carry_target, down(place_axis), 1.0, tol=0.015, rot_tol=0.06),
+        HoldUntil(lambda s: False, max_steps=4, name="settle"),
+        MovePose("lower", lower_target, down(place_axis), 1.0, tol=0.004, stop_on_stall=True, cap=0.5),
+        HoldUntil(lambda s: _region_check(s, obj, site), max_steps=6),
+        E.Gripper("release", close=False, min_steps=6),
+        E.MoveTo("retreat", retreat_target, lambda s: s.eef_mat[:, 0], -1.0, tol=0.01, max_steps=40),
+    ]
+
+
+class Slot:
+    """A region inside a closed-top fixture (shelf layer), entered horizontally from its open side.
+
+    d: unit horizontal direction pointing into the slot; front: coordinate along d of the fixture's open
+    face; floor_z / ceil_z: the support under and the plate over the site centre; centre: site centre.
+    """
+
+    def __init__(self, scene: E.Scene, site: str, parent: str) -> None:
+        c, rot, half = scene.site(site)
+        vert = int(np.argmax(np.abs(rot[2, :])))
+        axes = [E._horizontal(rot[:, k]) for k in range(3) if k != vert]
+        hz = float(np.abs(rot[2]) @ half)
+        boxes = [scene.geoms_aabb([g]) for g in scene.subtree_geoms(scene.body_id(parent))]
+        over = [(lo, hi) for lo, hi in boxes if lo[0] < c[0] < hi[0] and lo[1] < c[1] < hi[1]]
+        self.floor_z = max([float(hi[2]) for lo, hi in over if hi[2] <= c[2]], default=float(c[2] - hz))
+        self.ceil_z = min([float(lo[2]) for lo, hi in over if lo[2] >= c[2]], default=float(c[2] + hz))
+        band = [(lo, hi) for lo, hi in boxes if hi[2] > self.floor_z + 0.01 and lo[2] < self.ceil_z - 0.01]
+        best: tuple[float, np.ndarray] | None = None
+        for a in axes:
+            for sign in (-1.0, 1.0):
+                out = sign * a  # candidate opening direction (pointing out of the slot)
+                other = np.array([-out[1], out[0], 0.0])
+                walls = 0.0
+                for lo, hi in band:
+                    corners = np.array([[x, y, 0.0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])]) - c
+                    along, across = corners @ out, corners @ other
+                    if along.max() > 0.0 and across.min() < 0.0 < across.max():
+                        walls = max(walls, float(np.ptp(across)))
+                if best is None or walls < best[0] or (walls == best[0] and out[1] < best[1][1]):
+                    best = (walls, out)
+        assert best is not None
+        self.d = -best[1]
+        corners = np.array([[x, y, 0.0] for lo, hi in boxes for x in (lo[0], hi[0]) for y in (lo[1], hi[1])])
+        self.front = float(np.min(corners @ self.d))
+        self.centre = c
+        self.name = site
+        self.site_near = float(c @ self.d - abs(float(np.abs(rot) @ half @ np.abs(self.d))))
+
+
+def _pitched_rot(finger: np.ndarray, approach: np.ndarray) -> np.ndarray:
+    """Grip-site orientation with fingers along `finger` and the approach (grip z) along `approach`."""
+    x = finger / np.linalg.norm(finger)
+    z = approach / np.linalg.norm(approach)
+    return np.column_stack([x, np.cross(z, x), z])
+
+
+#: Panda hand collision extents around the grip site: half-length along the finger axis, half-width
+#: across it, and how far it reaches behind the grip site along the approach axis
+HAND_HALF_LEN, HAND_HALF_WIDTH, HAND_BACK = 0.107, 0.031, 0.135
+#: the wrist (link6) behind the hand: reach behind the grip site, half-width sideways, drop below the grip
+WRIST_BACK, WRIST_HALF_WIDTH, WRIST_DROP = 0.30, 0.14, 0.075
+
+
+def _insert_lateral(
+    scene: E.Scene, slot: Slot, obj: str, parent: str, bf: BookFrame, hand_low: float, hand_y_range: tuple
+) -> float:
+    """Lateral coordinate (along the slot's width) for the insertion that keeps the hand and the book
+    clear of objects standing in front of the opening (e.g. the other books in STUDY_SCENE4)."""
+    d = slot.d
+    lat = np.array([-d[1], d[0], 0.0])
+    site_c = slot.centre
+    _, s_rot, s_half = scene.site(slot.name)
+    half_lat = float(np.abs(s_rot) @ s_half @ np.abs(lat))
+    room = max(half_lat - bf.half[1] - 0.01, 0.0)
+    obstacles = [scene.aabb(n) for n in scene.obstacle_names({obj, parent})]
+    hand_z = hand_low + HAND_HALF_LEN
+    # (lateral half-width, reach behind the grip, lowest z) of the hand, the wrist and the held book
+    parts = [
+        (HAND_HALF_WIDTH, HAND_BACK, hand_low),
+        (WRIST_HALF_WIDTH, WRIST_BACK, hand_z - WRIST_DROP),
+    ]
+    best: tuple[float, float, float] | None = None
+    for off in np.linspace(-room, room, 25):
+        x0 = float(site_c @ lat) + off
+        clear = 1.0
+        for lo, hi in obstacles:
+            corners = np.array([[x, y, 0.0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])])
+            ol, od = corners @ lat, corners @ d
+            for half_w, back, low in parts:
+                if hi[2] < low - 0.01:
+                    continue
+                gap_lat = max(ol.min() - (x0 + half_w), (x0 - half_w) - ol.max())
+                gap_d = max(od.min() - hand_y_range[1], hand_y_range[0] - back - od.max())
+                clear = min(clear, max(gap_lat, gap_d))
+            if hi[2] > hand_z - bf.half[0] - 0.01:  # the book sweeps x0 +/- its half width ahead of the hand
+                gap_lat = max(ol.min() - (x0 + bf.half[1]), (x0 - bf.half[1]) - ol.max())
+                gap_d = max(od.min() - slot.front, hand_y_range[0] - od.max())
+                clear = min(clear, max(gap_lat, gap_d))
+        key = (round(min(clear, 0.03), 3), -abs(off), x0)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    assert best is not None
+    return best[2]
+
+
+def plan_book_into_slot(scene: E.Scene, obj: str, site: str, spec: E.GraspSpec) -> list[E.Skill]:
+    """Book into a shelf layer closed on top: grasp upright, lift, turn the hand so that it points into the
+    slot with the fingers vertical (the book then lies flat, sticking out ahead of the hand), carry in front
+    of the opening, descend to the slot height, push in until the book's far end (its body origin) is well
+    inside the region, release, back out.
+
+    Fingers vertical keeps the hand narrow sideways (6 cm) so it passes beside books standing in front of
+    the shelf; the hand's 21 cm length is then vertical, which sets a minimum hand height above the table.
+    """
+    inner = scene.inner
+    grip, finger, bf = _book_grasp(scene, obj, spec)
+    parent = inner.object_sites_dict[site].parent_name
+    slot = Slot(scene, site, parent)
+    d = slot.d
+    up = np.array([0.0, 0.0, 1.0])
+    length = float(grip[2]) - float(bf.origin[2])  # grip to the book's far end (body origin)
+    table_z = float(bf.bottom_z)
+    thick = float(bf.half[0])
+    hand_z = max(slot.floor_z + thick + 0.01, table_z + HAND_HALF_LEN + 0.012)
+    hand_z = min(hand_z, slot.ceil_z - thick - 0.01)
+    # push until the grip site is just outside the opening: the book's centre of mass (half its length
+    # from the far end) must be over the plate or the released book tips out
+    origin_goal = slot.front - 0.015 + length
+    others = [scene.aabb(n) for n in scene.obstacle_names({obj, parent})]
+    tallest = max([float(hi[2]) for lo, hi in others], default=float(bf.bottom_z))
+    carry_z = max(tallest + 0.03 + length, hand_z + 0.02)
+    pre_along = slot.front - length - 0.02
+    final_along = origin_goal - length
+    lat_x = _insert_lateral(
+        scene, slot, obj, parent, bf, hand_z - HAND_HALF_LEN, (pre_along, final_along + 0.01)
+    )
+    lat = np.array([-d[1], d[0], 0.0])
+
+    def rot_in(s: E.Scene) -> np.ndarray:
+        cands = (_pitched_rot(up, d), _pitched_rot(-up, d))
+        return min(cands, key=lambda r: np.linalg.norm(E.rot_to_axis_angle(r @ s.eef_mat.T)))
+
+    def hand_at(along: float, z: float) -> np.ndarray:
+        p = lat_x * lat + along * d
+        return np.array([p[0], p[1], z])
+
+    def lift_target(s: E.Scene) -> np.ndarray:
+        p = s.eef_pos
+        return np.array([p[0], p[1], carry_z])
+
+    def turn_target(s: E.Scene) -> np.ndarray:
+        # turn away from the opening: the book's far end swings ahead of the hand toward the slot
+        p = s.eef_pos
+        along = min(float(p @ d), pre_along - 0.03)
+        q = p + (along - float(p @ d)) * d
+        return np.array([q[0], q[1], carry_z])
+
+    def insert_target(s: E.Scene) -> np.ndarray:
+        reach = float((s.body_pos(obj) - s.eef_pos) @ d)  # grip to far end, measured after the turn
+        return hand_at(origin_goal - reach, hand_z)
+
+    return [
+        E.MoveTo("approach", lambda s: grip + np.array([0.0, 0.0, 0.06]), lambda s: finger, -1.0, tol=0.008),
+        E.MoveTo("descend", lambda s: grip, lambda s: finger, -1.0, tol=0.004, stop_on_stall=True),
+        E.Gripper("grasp_close", close=True),
+        E.MoveTo("lift", lift_target, lambda s: finger, 1.0, tol=0.02, rot_tol=0.2),
+        MovePose("turn", turn_target, rot_in, 1.0, tol=0.02, rot_tol=0.08, rot_cap=0.4),
+        MovePose("carry", lambda s: hand_at(pre_along, carry_z), rot_in, 1.0, tol=0.015, rot_tol=0.06),
+        MovePose("lower", lambda s: hand_at(pre_along, hand_z), rot_in, 1.0, tol=0.008, rot_tol=0.05),
+        MovePose("insert", insert_target, rot_in, 1.0, tol=0.006, rot_tol=0.06, stop_on_stall=True),
+        HoldUntil(lambda s: _region_check(s, obj, site), max_steps=6),
+        E.Gripper("release", close=False, min_steps=6),
+        MovePose(
+            "back_out", lambda s: s.eef_pos - 0.08 * d, lambda s: s.eef_mat, -1.0, tol=0.01, max_steps=40
+        ),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Dispatch: books use these plans, everything else the previous plan_pick_place
+# ----------------------------------------------------------------------------------------------------------
+
+
+def is_book(spec: E.GraspSpec) -> bool:
+    return spec.mode == "book"
+
+
+def plan_book(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) -> list[E.Skill] | None:
+    """Books into caddy compartments or shelf slots; None when the target is neither (a plain place)."""
+    inner = scene.inner
+    is_site = target in inner.object_sites_dict and target not in inner.obj_body_id
+    if is_site and "contain_region" in target:
+        return plan_book_into(scene, obj, target, spec)
+    if is_site and target.endswith("_region"):
+        return plan_book_into_slot(scene, obj, target, spec)
+    return None

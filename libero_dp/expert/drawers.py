@@ -1,0 +1,337 @@
+"""Drawer skills for the scripted LIBERO expert: open (pull) and close (push) slide-jointed drawers.
+
+plan_open_drawer / plan_close_drawer (the package's dispatcher sends slide-jointed regions here).
+Both refuse (NotImplementedError) regions without a slide joint (microwave doors are hinges).
+
+Open, why a near-horizontal pinch: the cabinet handles are a 9 cm bar on two posts, 1.6 cm in front of
+the drawer panel, 7 cm apart vertically from the next drawer's handle, and the top drawer's slot is
+roofed by the cabinet top's lip. No Panda finger fits that 1.6 cm slot from above (the finger is 2.1 cm
+wide, and with the fingers along the pull axis the 20 cm hand hits the cabinet), so the hand turns to
+point at the cabinet with its fingers vertical, closes on the bar's top and bottom faces and pulls it
+straight out. The hand's long axis is then vertical (+/- 10 cm), which fits in front of the top and
+middle drawers but not the bottom one (the table is 5 cm under its handle): those raise
+NotImplementedError. The approach is pitched 30 degrees down so the wrist rides above fixtures in front
+of the cabinet (scene 4's wine rack stopped a level pull 2 cm short).
+
+Close: the core push, with the closed fingers tilted 45 degrees toward the cabinet (pointing straight
+down, the wrist hits the cabinet top's front edge before a bottom drawer is shut) and the wrist on the
+robot side of the hand, pushed at a faster speed.
+
+Wrist side: the two grasps (+/- finger axis) are equivalent for the fingers but not for the arm; the one
+with link6 toward the robot base (or up) is used (`wrist_rot`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from libero_dp.expert import core as E
+
+Scene = E.Scene
+Limits = E.Limits
+RotTarget = Callable[[Scene], np.ndarray]
+
+HAND_HALF_LENGTH = 0.105  # Panda hand collision mesh, half extent along the finger axis
+TABLE_CLEARANCE = 0.01
+PULL_PITCH_DEG = 30.0  # approach this far below horizontal when pinching a handle
+PUSH_TILT_DEG = 45.0  # closed fingers tilted this far from vertical toward the cabinet when pushing
+
+
+def pose_rotation(approach: np.ndarray, finger_axis: np.ndarray) -> np.ndarray:
+    """Grip-site rotation with z = approach direction and x = finger (closing) axis."""
+    z = np.asarray(approach, dtype=np.float64)
+    z = z / np.linalg.norm(z)
+    x = np.asarray(finger_axis, dtype=np.float64)
+    x = x - (x @ z) * z
+    x = x / np.linalg.norm(x)
+    return np.column_stack([x, np.cross(z, x), z])
+
+
+WRIST_SIDE = -0.088  # Panda link6 sits this far along the grip site's y axis (and 20 cm behind it)
+
+
+def wrist_rot(scene: Scene, approach: np.ndarray, finger_axis: np.ndarray) -> np.ndarray:
+    """Of the two equivalent grasps (+/- finger axis), the one whose wrist (link6) is on the robot-base side.
+
+    The other one puts the forearm over the cabinet (link5 hit the cabinet while closing a bottom drawer)
+    or into fixtures beside the hand (link6 hit the wine rack while pulling).
+    """
+    base = scene.body_pos("robot0_base")
+    cands = [pose_rotation(approach, finger_axis), pose_rotation(approach, -np.asarray(finger_axis))]
+    prefer = E._horizontal(base - scene.eef_pos) + np.array([0.0, 0.0, 1.0])  # toward the base, or up
+    return max(cands, key=lambda r: float(WRIST_SIDE * r[:, 1] @ prefer))
+
+
+class MoveToPose(E.MoveTo):
+    """MoveTo with an explicit orientation (approach and finger axis) instead of pointing down.
+
+    It reuses MoveTo.step (so a free-space speed profile patched into MoveTo applies here too);
+    `free_cap` (if set) is that profile's largest position action for this phase.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        target: E.Target,
+        approach: np.ndarray,
+        finger_axis: np.ndarray,
+        gripper: float,
+        free_cap: float | None = None,
+        **kw: object,
+    ) -> None:
+        # the parent's down-pointing rotation is replaced in start(); give it any horizontal axis
+        super().__init__(name, target, lambda s: np.array([1.0, 0.0, 0.0]), gripper, **kw)  # type: ignore[arg-type]
+        self.approach, self.finger_axis = np.asarray(approach), np.asarray(finger_axis)
+        # free-space speed profile for the travel phases (approach, retreat), as in pick-and-place
+        self.free_cap = free_cap if free_cap is not None else E.FREE.caps.get(name)
+
+    def start(self, scene: Scene) -> None:
+        super().start(scene)
+        self.rot = wrist_rot(scene, self.approach, self.finger_axis)
+
+
+class PullJoint(E.PushJoint):  # a PushJoint subclass so Expert records `stuck` as articulation_stuck
+    """Pull a grasped handle along the slide axis until the goal predicate holds (then `extra_steps`).
+
+    The hand leads the grasp point along `pull_dir`; cross-axis errors are corrected toward where the
+    grasp started relative to the handle. `stuck` is set when the joint stops moving before the goal.
+    """
+
+    name = "pull"
+
+    def __init__(
+        self,
+        handle: E.Target,
+        pull_dir: np.ndarray,
+        rot: RotTarget,
+        done: Callable[[Scene], bool],
+        progress: Callable[[Scene], float],
+        extra_steps: int = 3,
+        max_steps: int = 120,
+        lead: float = 0.03,
+        cap: float = 0.5,
+    ) -> None:
+        E.Skill.__init__(self)
+        self.handle, self.pull_dir, self.rot_fn = handle, np.asarray(pull_dir), rot
+        self.done, self.progress, self.extra, self.max_steps, self.lead = (
+            done,
+            progress,
+            extra_steps,
+            max_steps,
+            lead,
+        )
+        self.cap = cap  # pull speed (position action)
+        self.free_cap = cap  # lets Expert._smooth pass it (the default clip is 0.3)
+        self.after = 0
+        self.stuck = False
+
+    def start(self, scene: Scene) -> None:
+        self.rot = self.rot_fn(scene)
+        self.offset = scene.eef_pos - np.asarray(self.handle(scene))  # hand relative to the handle
+        self.prog: list[float] = []
+
+    def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
+        self.prog.append(self.progress(scene))
+        if self.done(scene):
+            self.after += 1
+            if self.after > self.extra:
+                return None
+        stalled = len(self.prog) > 25 and abs(self.prog[-1] - self.prog[-16]) < 0.002
+        if self.t >= self.max_steps or stalled:
+            self.stuck = True
+            return None
+        self.t += 1
+        goal = np.asarray(self.handle(scene)) + self.offset
+        err = goal - scene.eef_pos
+        along = float(err @ self.pull_dir)
+        cross = err - along * self.pull_dir
+        a = (cross + (along + self.lead) * self.pull_dir) / E.POS_SCALE
+        m = float(np.max(np.abs(a)))
+        if m > self.cap:
+            a *= self.cap / m
+        rot_a, _ = E._rot_action(self.rot, scene.eef_mat, lim)
+        return np.concatenate([a, rot_a, [1.0]])
+
+
+def _slide_joint(scene: Scene, region: str, pred: str) -> tuple[str, object]:
+    """The region's slide joint (drawers) and its site object; anything else is not a drawer."""
+    site_obj = scene.inner.object_sites_dict.get(region)
+    joints = list(getattr(site_obj, "joints", None) or [])
+    if not joints:
+        raise NotImplementedError(f"no expert plan for goal ({pred} {region}): the region has no joint")
+    m = scene.model
+    if int(m.jnt_type[m.joint_name2id(joints[0])]) != 2:  # mjJNT_SLIDE
+        raise NotImplementedError(f"no expert plan for goal ({pred} {region}): only slide joints (drawers)")
+    return joints[0], site_obj
+
+
+def handle_geoms(scene: Scene, drawer_body: int, out_dir: np.ndarray) -> list[int]:
+    """The handle bar: the drawer geoms that stick out furthest along `out_dir` (within 1.2 cm)."""
+    geoms = scene.subtree_geoms(drawer_body)
+
+    def front(g: int) -> float:
+        lo, hi = scene.geoms_aabb([g])
+        return float(max(lo @ out_dir, hi @ out_dir))
+
+    fronts = {g: front(g) for g in geoms}
+    outer = max(fronts.values())
+    return [g for g, v in fronts.items() if v > outer - 0.012]
+
+
+def plan_open_drawer(scene: Scene, region: str) -> list[E.Skill]:
+    """Turn the hand to face the cabinet (fingers vertical), pinch the handle bar, pull, release, back off."""
+    joint, site_obj = _slide_joint(scene, region, "open")
+    m = scene.model
+    jid = m.joint_name2id(joint)
+    parent = scene.inner.get_object(site_obj.parent_name)
+    q_open = float(np.mean(parent.object_properties["articulation"]["default_open_ranges"]))
+    q0 = scene.joint_q(joint)
+    axis = np.array(scene.data.xaxis[jid])
+    pull = E._horizontal(np.sign(q_open - q0) * axis)
+    up = np.array([0.0, 0.0, 1.0])
+    bar = handle_geoms(scene, int(m.jnt_bodyid[jid]), pull)
+
+    def bar_centre(s: Scene) -> np.ndarray:
+        lo, hi = s.geoms_aabb(bar)
+        return (lo + hi) / 2.0
+
+    c0 = bar_centre(scene)
+    table_top = _table_top(scene)
+    if c0[2] - HAND_HALF_LENGTH < table_top + TABLE_CLEARANCE:
+        raise NotImplementedError(
+            f"no expert plan for goal (Open {region}): the handle is too close to the table for the hand"
+        )
+    # point at the cabinet, pitched down (the wrist rides higher, clear of fixtures in front of the cabinet)
+    pitch = np.deg2rad(PULL_PITCH_DEG)
+    approach = -np.cos(pitch) * pull - np.sin(pitch) * up
+    finger = np.sin(pitch) * -pull + np.cos(pitch) * up  # in the vertical plane, across the bar
+
+    def rot(s: Scene) -> np.ndarray:
+        return wrist_rot(s, approach, finger)
+
+    def pre_grasp(s: Scene) -> np.ndarray:
+        return bar_centre(s) - 0.05 * approach
+
+    def grasp(s: Scene) -> np.ndarray:
+        return bar_centre(s) + 0.002 * pull
+
+    def is_open(s: Scene) -> bool:
+        return bool(s.inner.object_states_dict[region].is_open())
+
+    def backed_off(s: Scene) -> np.ndarray:
+        # far enough that the next plan's turn back to pointing down does not sweep the hand into the
+        # handle (a 6 cm back-off let it push the opened drawer 4 cm closed again)
+        return s.eef_pos + 0.12 * pull + np.array([0.0, 0.0, 0.06])
+
+    return [
+        MoveToPose("approach", pre_grasp, approach, finger, gripper=-1.0, tol=0.01, rot_tol=0.1),
+        MoveToPose(
+            "reach", grasp, approach, finger, gripper=-1.0, free_cap=0.6, tol=0.004, stop_on_stall=True
+        ),
+        E.Gripper("grasp_handle", close=True),
+        PullJoint(bar_centre, pull, rot, is_open, lambda s: s.joint_q(joint)),
+        E.Gripper("release_handle", close=False, min_steps=5),
+        MoveToPose("retreat", backed_off, approach, finger, gripper=-1.0, tol=0.01, max_steps=30),
+    ]
+
+
+class PushJointPose(E.PushJoint):
+    """PushJoint holding a given orientation (the core one re-picks the nearest down pose), at speed `cap`."""
+
+    def __init__(self, rot: RotTarget, *args: object, cap: float = 0.5, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.rot_fn, self.cap = rot, cap
+        self.free_cap = cap  # lets Expert._smooth pass it (the default clip is 0.3)
+
+    def start(self, scene: Scene) -> None:
+        super().start(scene)
+        self.rot = self.rot_fn(scene)
+
+    def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
+        a = super().step(scene, lim)
+        if a is None:
+            return None
+        # re-scale the parent's (lim-capped) push direction to this skill's speed
+        goal = np.asarray(self.contact(scene))
+        err = goal - scene.eef_pos
+        along = float(err @ self.push_dir)
+        v = (err - along * self.push_dir + (along + 0.03) * self.push_dir) / E.POS_SCALE
+        m = float(np.max(np.abs(v)))
+        a[:3] = v * (self.cap / m) if m > self.cap else v
+        return a
+
+
+def plan_close_drawer(scene: Scene, region: str) -> list[E.Skill]:
+    """The core push plan (approach above the handle, descend in front of it, push, back off) with the wrist
+    on the robot side: with the other yaw the forearm reached over the cabinet and jammed on it."""
+    joint, site_obj = _slide_joint(scene, region, "close")
+    m = scene.model
+    jid = m.joint_name2id(joint)
+    parent = scene.inner.get_object(site_obj.parent_name)
+    q_close = float(np.mean(parent.object_properties["articulation"]["default_close_ranges"]))
+    q0 = scene.joint_q(joint)
+    axis = np.array(scene.data.xaxis[jid])
+    push_dir = E._horizontal(np.sign(q_close - q0) * axis)
+    across = np.array([-push_dir[1], push_dir[0], 0.0])
+    # fingers tilted toward the cabinet: the wrist stays behind the hand (pointing straight down, the
+    # wrist of a hand closing a bottom drawer hits the cabinet top's front edge)
+    tilt = np.deg2rad(PUSH_TILT_DEG)
+    down = np.cos(tilt) * np.array([0.0, 0.0, -1.0]) + np.sin(tilt) * push_dir
+    handle = handle_geoms(scene, int(m.jnt_bodyid[jid]), -push_dir)
+
+    def contact(s: Scene) -> np.ndarray:
+        lo, hi = s.geoms_aabb(handle)
+        c = (lo + hi) / 2.0
+        face = min(lo @ push_dir, hi @ push_dir)  # handle face the hand pushes on
+        return c + (face - c @ push_dir) * push_dir
+
+    # grip site to the closed fingertips' front along the push direction (tip 1.4 cm, fingers 2.1 cm wide)
+    standoff = 0.0137 * np.sin(tilt) + 0.0106 * np.cos(tilt) + 0.002
+    _, body_hi = scene.aabb(site_obj.parent_name)
+    safe_z = max(float(body_hi[2]) + E.SAFE_Z_MARGIN, float(scene.eef_pos[2]))
+
+    def pre_push(s: Scene) -> np.ndarray:
+        # close in front of the handle: in scene 4 a bowl and the wine rack leave little room behind the hand
+        return contact(s) - (standoff + 0.012) * push_dir
+
+    def above(s: Scene) -> np.ndarray:
+        p = pre_push(s)
+        return np.array([p[0], p[1], min(safe_z, p[2] + 0.04)])
+
+    def state_closed(s: Scene) -> bool:
+        return bool(s.inner.object_states_dict[region].is_close())
+
+    def backed_off(s: Scene) -> np.ndarray:
+        return s.eef_pos - 0.06 * push_dir + np.array([0.0, 0.0, 0.04])
+
+    def rot(s: Scene) -> np.ndarray:
+        return wrist_rot(s, down, across)
+
+    return [
+        MoveToPose("approach", above, down, across, gripper=1.0, tol=0.02, rot_tol=0.1),
+        MoveToPose(
+            "descend", pre_push, down, across, gripper=1.0, tol=0.006, stop_on_stall=True, max_steps=40
+        ),
+        PushJointPose(
+            rot,
+            lambda s: contact(s) - standoff * push_dir,
+            push_dir,
+            across,
+            state_closed,
+            lambda s: s.joint_q(joint),
+        ),
+        MoveToPose("retreat", backed_off, down, across, gripper=1.0, tol=0.01, max_steps=40),
+    ]
+
+
+def _table_top(scene: Scene) -> float:
+    """Height of the table surface (the floor of the workspace); -inf when the scene has no table body."""
+    for name in ("table", "main_table", "kitchen_table"):
+        try:
+            _, hi = scene.aabb(name)
+        except Exception:  # noqa: BLE001 - body absent in this scene
+            continue
+        return float(hi[2])
+    return float("-inf")

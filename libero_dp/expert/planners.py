@@ -1,0 +1,65 @@
+"""Goal predicate -> plan: which skill module handles which goal (filled into core.PLANNERS on import).
+
+(On|In obj target)   pick and place: books (caddy compartments, shelf slots), objects with handles or wide
+                     rims (pans, mugs, moka pots) and table regions (objects), everything else (pick_place).
+(Open|Close x)       hinged doors (hinges) or slide-jointed drawers (drawers), by the joint that moves.
+(Turnon|Turnoff x)   stove knobs (hinges).
+"""
+
+from __future__ import annotations
+
+from libero_dp.expert import books, drawers, hinges, objects, pick_place
+from libero_dp.expert import core as E
+
+
+def _place_plan(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) -> list[E.Skill]:
+    """The pick-and-place plan for one object and target, from the resting scene."""
+    if books.is_book(spec):
+        plan = books.plan_book(scene, obj, target, spec)
+        if plan is not None:
+            return plan
+    inner = scene.inner
+    is_site = target in inner.object_sites_dict and target not in inner.obj_body_id
+    table_region = is_site and not inner.object_sites_dict[target].parent_name
+    if isinstance(spec, objects.ObjGraspSpec) or table_region:
+        return objects.plan_pick_place(scene, obj, target, spec)
+    return pick_place.fast(pick_place.plan_pick_place(scene, obj, target, spec))
+
+
+def plan_place(ex: E.Expert, scene: E.Scene, args: tuple[str, ...]) -> list[E.Skill]:
+    """(On obj target) / (In obj region): wait for the objects to rest, then plan from their resting poses."""
+    obj, target = args
+    ex._obj = obj
+    spec = E.GRASP_SPECS.get(ex.categories.get(obj, ""), E.DEFAULT_GRASP)
+
+    def build(s: E.Scene) -> list[E.Skill]:
+        ex._obj_z0 = float(s.body_pos(obj)[2])
+        return _place_plan(s, obj, target, spec)
+
+    return [pick_place.Settle(ex, build)]
+
+
+def plan_open(ex: E.Expert, scene: E.Scene, args: tuple[str, ...]) -> list[E.Skill]:
+    if hinges.has_hinge(scene, args[0]):
+        return hinges.plan_open_hinge(ex, scene, args[0])
+    return drawers.plan_open_drawer(scene, args[0])
+
+
+def plan_close(ex: E.Expert, scene: E.Scene, args: tuple[str, ...]) -> list[E.Skill]:
+    if hinges.has_hinge(scene, args[0]):
+        return hinges.plan_close_hinge(ex, scene, args[0])
+    return drawers.plan_close_drawer(scene, args[0])
+
+
+E.GRASP_SPECS.update(objects.OBJECT_SPECS)
+E.GRASP_SPECS.update(books.BOOK_SPECS)
+E.PLANNERS.update(
+    {
+        "on": plan_place,
+        "in": plan_place,
+        "open": plan_open,
+        "close": plan_close,
+        "turnon": hinges.plan_turnon,
+        "turnoff": hinges.plan_turnoff,
+    }
+)
