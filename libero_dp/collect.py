@@ -66,7 +66,11 @@ _ENVS: dict[str, Any] = {}
 
 
 def _env(task: sim.TaskSpec, image_size: int) -> Any:
+    """One env per process (~2 GB each): jobs come task by task, so a new task replaces the old env."""
     if task.key not in _ENVS:
+        for old in _ENVS.values():
+            old.close()
+        _ENVS.clear()
         _ENVS[task.key] = sim.make_env(task, image_size=image_size, render=True)
     return _ENVS[task.key]
 
