@@ -42,6 +42,9 @@ class KnobSpec:
     overshoot: float = 0.3
     lead: float = 0.7
     extra_steps: int = 3
+    # keep pressing while the fingers open (a free open takes 10-12 steps): fingers still closed on the
+    # lever while the hand lifts drag "off" (q < 0, at the -0.005 stop) back above 0
+    release_steps: int = 12
 
 
 KNOB_SPECS: dict[str, KnobSpec] = {"flat_stove": KnobSpec()}
@@ -261,7 +264,14 @@ def plan_turn_knob(ex: E.Expert, scene: E.Scene, obj: str, on: bool) -> list[E.S
             MoveToExact("approach", lambda s, p=hover: p, axis_fn, gripper=-1.0, tol=0.012),
             MoveToExact("descend", lambda s, p=grip: p, axis_fn, gripper=-1.0, tol=0.004, stop_on_stall=True),
             E.Gripper("grasp_knob", close=True),
-            TurnGrasped(joint, sign, done, lead=spec.lead, extra_steps=spec.extra_steps),
+            TurnGrasped(
+                joint,
+                sign,
+                done,
+                lead=spec.lead,
+                extra_steps=spec.extra_steps,
+                release_steps=spec.release_steps,
+            ),
             Lift("retreat", 0.08),
         ]
     return skills
