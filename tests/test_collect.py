@@ -118,3 +118,30 @@ def test_resume_and_determinism(tiny_demos, tiny_root, tiny_collect_params, tiny
         np.testing.assert_array_equal(
             a["data/demo_0/obs/agentview_rgb"][()], b["data/demo_0/obs/agentview_rgb"][()]
         )
+
+
+def test_several_tasks_and_uncovered_task_skipped(tmp_path: Path) -> None:
+    """One collection over two tasks (one pool, rounds across tasks): a task the expert has no plan for
+    (task 6, the bottom drawer's handle sits too close to the table for the hand) stops the stage by
+    default, and with on_task_failure=skip is left out, with its reason in the metrics."""
+    from libero_dp.collect import collect
+    from libero_dp.config import CollectParams
+
+    params = dict(
+        tasks=["libero_90:6", "libero_90:0"],
+        demos_per_task=1,
+        expert_check_episodes=0,
+        image_size=32,
+        workers=1,
+        max_steps=300,
+        max_attempts_factor=1,
+        out_dir=str(tmp_path / "demos"),
+    )
+    with pytest.raises(RuntimeError, match=r"KITCHEN_SCENE1_open_the_bottom_drawer.*no expert plan"):
+        collect(CollectParams(**params), cache_root=tmp_path / "cache")
+    m = collect(CollectParams(**params, on_task_failure="skip"), cache_root=tmp_path / "cache")
+    assert list(m["skipped"]) == ["KITCHEN_SCENE1_open_the_bottom_drawer_of_the_cabinet"]
+    assert list(m["tasks"]) == ["KITCHEN_SCENE10_close_the_top_drawer_of_the_cabinet"]
+    files = sorted(p.name for p in (tmp_path / "demos").glob("*.hdf5"))
+    assert files == ["KITCHEN_SCENE10_close_the_top_drawer_of_the_cabinet_demo.hdf5"]
+    assert m["num_demos"] == 1 and m["disk_bytes"] > 0
