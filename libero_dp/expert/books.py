@@ -301,6 +301,10 @@ HAND_HALF_LEN, HAND_HALF_WIDTH, HAND_BACK = 0.107, 0.031, 0.135
 WRIST_BACK, WRIST_HALF_WIDTH, WRIST_DROP = 0.30, 0.14, 0.075
 
 
+#: how far the open hand drops after releasing a book in a slot, to free it from the lower finger
+DROP_OFF = 0.015
+
+
 def _insert_lateral(
     scene: E.Scene, slot: Slot, obj: str, parent: str, bf: BookFrame, hand_low: float, hand_y_range: tuple
 ) -> float:
@@ -362,7 +366,8 @@ def plan_book_into_slot(scene: E.Scene, obj: str, site: str, spec: E.GraspSpec) 
     table_z = float(bf.bottom_z)
     thick = float(bf.half[0])
     hand_z = max(slot.floor_z + thick + 0.01, table_z + HAND_HALF_LEN + 0.012)
-    hand_z = min(hand_z, slot.ceil_z - thick - 0.01)
+    too_low = hand_z > slot.ceil_z - thick - 0.01  # the hand cannot hold the book inside the gap
+    hand_z = hand_z if too_low else min(hand_z, slot.ceil_z - thick - 0.01)
     # push until the grip site is just outside the opening: the book's centre of mass (half its length
     # from the far end) must be over the plate or the released book tips out
     origin_goal = slot.front - 0.015 + length
@@ -399,6 +404,16 @@ def plan_book_into_slot(scene: E.Scene, obj: str, site: str, spec: E.GraspSpec) 
         reach = float((s.body_pos(obj) - s.eef_pos) @ d)  # grip to far end, measured after the turn
         return hand_at(origin_goal - reach, hand_z)
 
+    if too_low:
+        return _drop_and_push(scene, obj, site, slot, grip, finger, lat_x, hand_z, carry_z, length, rot_in)
+
+    def drop_off(s: E.Scene) -> np.ndarray:
+        # the released book's near end still rests on the lower (open) finger, and backing out would drag
+        # it out of the slot: first lower the hand until that finger is below the plate, as far as the
+        # hand's vertical length above the table allows
+        room = float(s.eef_pos[2]) - HAND_HALF_LEN - table_z
+        return s.eef_pos - np.array([0.0, 0.0, float(np.clip(room, 0.0, DROP_OFF))])
+
     return [
         E.MoveTo("approach", lambda s: grip + np.array([0.0, 0.0, 0.06]), lambda s: finger, -1.0, tol=0.008),
         E.MoveTo("descend", lambda s: grip, lambda s: finger, -1.0, tol=0.004, stop_on_stall=True),
@@ -411,7 +426,130 @@ def plan_book_into_slot(scene: E.Scene, obj: str, site: str, spec: E.GraspSpec) 
         HoldUntil(lambda s: _region_check(s, obj, site), max_steps=6),
         E.Gripper("release", close=False, min_steps=6),
         MovePose(
+            "drop_off", drop_off, lambda s: s.eef_mat, -1.0, tol=0.003, stop_on_stall=True, max_steps=20
+        ),
+        MovePose(
             "back_out", lambda s: s.eef_pos - 0.08 * d, lambda s: s.eef_mat, -1.0, tol=0.01, max_steps=40
+        ),
+    ]
+
+
+#: pushing a flat book under a low shelf layer: fingertip height above the table, origin depth in the region
+PUSH_TIP_Z, PUSH_DEPTH = 0.008, 0.035
+#: hand pitch (far end down) when laying the book on the table in front of a low layer
+DROP_PITCH = np.deg2rad(55.0)
+
+
+def _drop_and_push(
+    scene: E.Scene,
+    obj: str,
+    site: str,
+    slot: Slot,
+    grip: np.ndarray,
+    finger: np.ndarray,
+    lat_x: float,
+    hand_z: float,
+    carry_z: float,
+    length: float,
+    rot_in: Callable[[E.Scene], np.ndarray],
+) -> list[E.Skill]:
+    """Book under a layer too low for the hand (STUDY_SCENE4 bottom, 6.9 cm): lay the book flat on the
+    table just in front of the opening, its far end (body origin) first, by releasing it from the lowest
+    hand height with the hand pointing into the slot; then push its near edge with the closed fingertips
+    of a downward hand until the origin is inside the region (the hand stays outside the opening).
+    """
+    d = slot.d
+    lat = np.array([-d[1], d[0], 0.0])
+    table_z = float(BookFrame(scene, obj).bottom_z)
+    c, s_rot, s_half = scene.site(site)
+    near = float(c @ d) - float(np.abs(s_rot) @ s_half @ np.abs(d))
+    origin_drop = slot.front - 0.01  # far end just short of the opening when released
+
+    def hand_at(along: float, z: float) -> np.ndarray:
+        p = lat_x * lat + along * d
+        return np.array([p[0], p[1], z])
+
+    # pitch the hand so the book's far end points down to the table: released there, the book pivots on
+    # that end and lies down flat, origin first (a flat book dropped 11 cm landed upright on that end)
+    k = np.cross(d, -np.array([0.0, 0.0, 1.0]))
+    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    pitch = np.eye(3) + np.sin(DROP_PITCH) * kx + (1.0 - np.cos(DROP_PITCH)) * kx @ kx
+
+    def rot_down(s: E.Scene) -> np.ndarray:
+        return pitch @ rot_in(s)
+
+    def drop_target(s: E.Scene) -> np.ndarray:
+        reach = float((s.body_pos(obj) - s.eef_pos) @ d)
+        z = table_z + HAND_HALF_LEN * np.cos(DROP_PITCH) + 0.015
+        return hand_at(origin_drop - reach * np.cos(DROP_PITCH), z)
+
+    def behind(s: E.Scene, z: float) -> np.ndarray:
+        """Hand over the flat book's near edge (read when the phase starts), 2.5 cm behind it."""
+        bf = BookFrame(s, obj)
+        corners = [
+            bf.centre + a * bf.half[0] * bf.thin + b * bf.half[1] * bf.wide + k * bf.half[2] * bf.tall
+            for a in (-1, 1)
+            for b in (-1, 1)
+            for k in (-1, 1)
+        ]
+        tail = min(float(p @ d) for p in corners)
+        centre_lat = float(bf.centre @ lat)
+        p = centre_lat * lat + (tail - 0.025) * d
+        return np.array([p[0], p[1], z])
+
+    def push_target(s: E.Scene) -> np.ndarray:
+        # move the hand as far as the origin has to go (plus a little: contact takes up some of it)
+        need = near + PUSH_DEPTH - float(s.body_pos(obj) @ d)
+        return s.eef_pos + (max(need, 0.0) + 0.025) * d
+
+    tip_z = table_z + PUSH_TIP_Z + 0.015  # grip site ~1.5 cm above the fingertips
+
+    return [
+        E.MoveTo("approach", lambda s: grip + np.array([0.0, 0.0, 0.06]), lambda s: finger, -1.0, tol=0.008),
+        E.MoveTo("descend", lambda s: grip, lambda s: finger, -1.0, tol=0.004, stop_on_stall=True),
+        E.Gripper("grasp_close", close=True),
+        E.MoveTo(
+            "lift",
+            lambda s: np.array([*s.eef_pos[:2], carry_z]),
+            lambda s: finger,
+            1.0,
+            tol=0.02,
+            rot_tol=0.2,
+        ),
+        MovePose(
+            "turn",
+            lambda s: np.array([*s.eef_pos[:2], carry_z]),
+            rot_in,
+            1.0,
+            tol=0.02,
+            rot_tol=0.08,
+            rot_cap=0.4,
+        ),
+        MovePose("carry", lambda s: hand_at(origin_drop - length - 0.03, carry_z), rot_in, 1.0, tol=0.015),
+        MovePose(
+            "lower", drop_target, rot_down, 1.0, tol=0.008, rot_tol=0.05, stop_on_stall=True, rot_cap=0.4
+        ),
+        E.Gripper("release", close=False, min_steps=6),
+        MovePose(
+            "back_off",
+            lambda s: s.eef_pos - 0.05 * d + np.array([0.0, 0.0, 0.05]),
+            lambda s: s.eef_mat,
+            -1.0,
+            tol=0.01,
+            max_steps=40,
+        ),
+        E.MoveTo("reorient", lambda s: behind(s, tip_z + 0.08), lambda s: lat, 1.0, tol=0.01),
+        E.MoveTo(
+            "descend_push", lambda s: behind(s, tip_z), lambda s: lat, 1.0, tol=0.005, stop_on_stall=True
+        ),
+        E.MoveTo("push", push_target, lambda s: lat, 1.0, tol=0.005, stop_on_stall=True, max_steps=120),
+        E.MoveTo(
+            "retreat",
+            lambda s: s.eef_pos + np.array([0.0, 0.0, 0.08]) - 0.03 * d,
+            lambda s: lat,
+            1.0,
+            tol=0.01,
+            max_steps=40,
         ),
     ]
 
@@ -433,4 +571,6 @@ def plan_book(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) -> list[
         return plan_book_into(scene, obj, target, spec)
     if is_site and target.endswith("_region"):
         return plan_book_into_slot(scene, obj, target, spec)
+    if is_site and inner.object_sites_dict[target].parent_name:  # a surface (the shelf's top side):
+        return plan_book_into(scene, obj, target, spec)  # stood upright on it, like into an open box
     return None
