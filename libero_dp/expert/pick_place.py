@@ -11,7 +11,12 @@ Extends `libero_dp.expert` (load with EXPERT_PLUGINS=/work/scratch/bowls.py):
 * `plan_pick_place` replacement: cruise height that clears everything swept by the carried object, hover
   above tall neighbours, table regions (On obj <table site>) supported.
 * `choose_grasp` replacement: also scores reach from the robot base, forearm clearance to tall fixtures and
-  the hand housing's clearance to tall neighbours.
+  the hand housing's clearance to tall neighbours, and the housing's footprint over the descent against
+  per-geom boxes (an open drawer's handle over a bowl); rim grasps may skew the fingers up to 30 degrees.
+* Turned descent (`approach_axes`): when the grasp yaw's descent is blocked (pudding under an open drawer),
+  come down at another yaw, turn just above the object, and leave the same way.
+* Laying down (`tip_skills`): an object whose origin would stand above a drawer region (ketchup) is tilted
+  about its bottom edge and released, so it falls onto its side inside the drawer.
 """
 
 from __future__ import annotations
@@ -112,10 +117,105 @@ def corridor_top(scene: E.Scene, obj: str, a: np.ndarray, b: np.ndarray, radius:
     return top
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Hand footprint: descend with the hand turned, clear of fixtures above the object
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HandBox:
+    """The Panda hand housing relative to the grip site when pointing down (measured collision AABB)."""
+
+    half_len: float = 0.105  # along the finger axis (a capsule: the housing's ends are rounded)
+    half_width: float = 0.026  # across it, beyond 5 cm from the axis (measured on its collision hull)
+    bottom: float = 0.025  # housing bottom above the grip site
+    top: float = 0.12  # housing top above the grip site (its collision hull is a box, 12.3 cm)
+    turn_clear: float = 0.02  # grip site above the object's top while turning (fingertips reach 1.4 cm below)
+    grip_shift: float = 0.01  # off-centre grip (along the finger axis) when no turn clears the descent
+    late_turn: float = 30.0  # deg of the turn that may be left to the final descent (fingers clear a box)
+
+
+HAND = HandBox()
+
+
+def hand_boxes(scene: E.Scene, obj: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per-geom AABBs of everything the hand could hit (fixtures too: a drawer's handle bar is one geom of
+    the cabinet, whose whole-body box would hide where the gaps are)."""
+    m = scene.model
+    skip = _subtree_bodies(scene, scene.body_id(obj))
+    out = []
+    for g in range(m.ngeom):
+        if not (int(m.geom_contype[g]) or int(m.geom_conaffinity[g])):
+            continue
+        b = int(m.geom_bodyid[g])
+        if b in skip or b == 0 or (m.body_id2name(b) or "").startswith(ROBOT_PREFIXES):
+            continue
+        out.append(scene.geoms_aabb([g]))
+    return out
+
+
+def hand_hits(
+    boxes: list[tuple[np.ndarray, np.ndarray]], xy: np.ndarray, f: np.ndarray, z_lo: float, z_hi: float
+) -> bool:
+    """Whether the housing footprint (centred at `xy`, long along `f`) meets a box between z_lo and z_hi.
+
+    The wrist above it is not checked: a 5 cm column around the axis rejected grasps that worked (task 8)."""
+    reach = HAND.half_len - HAND.half_width
+    pts = [xy[:2] + s * reach * f[:2] for s in np.linspace(-1.0, 1.0, 9)]
+    for lo, hi in boxes:
+        if hi[2] <= z_lo or lo[2] >= z_hi:
+            continue
+        if min(E._dist_to_box2d(p, lo, hi) for p in pts) < HAND.half_width:
+            return True
+    return False
+
+
+def _yaw_axis(yaw: float) -> np.ndarray:
+    return np.array([np.cos(yaw), np.sin(yaw), 0.0])
+
+
+def approach_axes(
+    boxes: list[tuple[np.ndarray, np.ndarray]], grip: np.ndarray, f: np.ndarray, z_turn: float, z_top: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Finger axes (descend, turn) for a grasp yaw `f` whose descent would stall on something above the
+    object (scene 10's open drawer sits 14 cm over the pudding, which must be gripped across its short side):
+    come down to `z_turn` (just above the object) along the first, turn there to the second (`f`, or up to
+    HandBox.late_turn short of it when the hand at `f` still meets the obstacle at z_turn) and finish the
+    turn on the last few cm down. None when `f` is clear or no yaw is."""
+    if not hand_hits(boxes, grip, f, grip[2] + HAND.bottom, z_top + HAND.top):
+        return None
+    yaw_f = float(np.arctan2(f[1], f[0]))
+
+    def sweep_clear(a: float, b: float, z_lo: float, z_hi: float) -> bool:
+        return not any(
+            hand_hits(boxes, grip, _yaw_axis(yaw_f + k), z_lo, z_hi) for k in np.linspace(a, b, 10)
+        )
+
+    late = np.deg2rad(HAND.late_turn)
+    best: tuple[float, float, float] | None = None  # (|d|, d, e): descend at f + d, turn to f + e
+    for d in np.deg2rad(np.arange(-90, 91, 15)):
+        if d == 0.0 or not sweep_clear(d, d, z_turn + HAND.bottom, z_top + HAND.top):
+            continue
+        for e in np.linspace(0.0, np.sign(d) * late, 3):
+            if sweep_clear(d, e, z_turn + HAND.bottom, z_turn + HAND.top) and sweep_clear(
+                e, 0.0, grip[2] + HAND.bottom, grip[2] + HAND.top
+            ):
+                if best is None or abs(d) < best[0]:
+                    best = (abs(d), d, e)
+                break
+    if best is None:
+        return None
+    return _yaw_axis(yaw_f + best[1]), _yaw_axis(yaw_f + best[2])
+
+
 REACH_SOFT = 0.55  # m: horizontal grip distance from the robot base beyond which grasps are penalised
 HAND_HALF = 0.10  # m: half-length of the Panda hand along the finger axis
 ARM_HEIGHT = 0.12  # obstacles this far above the grip point can touch the forearm
 ARM_CLEAR = 0.10  # wanted horizontal distance from the grip point to such obstacles
+DESCENT_SPAN = 0.25  # grip point to the top of the hand's sweep while descending from hover
+BLOCKED_PENALTY = 0.05  # clearance (m) taken from grasps whose descent meets something
+RIM_SKEWS = (0.0, -15.0, 15.0, -30.0, 30.0)  # deg between a rim grasp's finger axis and the radius
+SKEW_WEIGHT = 1.0  # penalty per rad of skew, in the units of the wrist turn
 REACH_WEIGHT = 40.0  # penalty per metre beyond REACH_SOFT, in the units of the wrist turn (rad)
 
 
@@ -143,15 +243,25 @@ def choose_grasp(
     widths = [float(np.ptp(pts[:, :2] @ E._horizontal(mat[:, k])[:2])) for k in range(2)]
     short_axis = E._horizontal(mat[:, int(np.argmin(widths))])
     base_xy = scene.body_pos("robot0_base")[:2]
+    near = 0.3  # m: boxes further than this from the object cannot meet the hand
+    boxes = [
+        b
+        for b in hand_boxes(scene, obj)
+        if b[1][2] > grip_z + HAND.bottom and E._dist_to_box2d(centre, b[0], b[1]) < near
+    ]
+    rim = spec.mode == "rim"
+    # a rim may also be gripped with the fingers skewed from the radius (still across the wall): lets the
+    # hand miss an open drawer's handle right over the bowl (task 8)
+    skews = np.deg2rad(RIM_SKEWS) if rim else np.zeros(1)
 
     cands: list[tuple[float, float, np.ndarray, np.ndarray]] = []
-    for yaw in np.deg2rad(np.arange(0, 360 if spec.mode == "rim" else 180, 15)):
-        f = np.array([np.cos(yaw), np.sin(yaw), 0.0])
-        if spec.yaw == "short_side" and spec.mode != "rim" and abs(f @ short_axis) < np.cos(np.deg2rad(20)):
+    for yaw, skew in ((y, k) for y in np.deg2rad(np.arange(0, 360 if rim else 180, 15)) for k in skews):
+        f = _yaw_axis(yaw + skew)
+        if spec.yaw == "short_side" and not rim and abs(f @ short_axis) < np.cos(np.deg2rad(20)):
             continue
         grip = np.array([centre[0], centre[1], grip_z])
-        if spec.mode == "rim":
-            grip = grip + spec.rim_offset * f
+        if rim:
+            grip = grip + spec.rim_offset * _yaw_axis(yaw)
         tips = [grip + 0.045 * f, grip - 0.045 * f]
         clear = min(
             [E._dist_to_box2d(t, olo, ohi) for t in tips for olo, ohi in obstacles if ohi[2] > grip_z - 0.02],
@@ -175,9 +285,12 @@ def choose_grasp(
             default=1.0,
         )
         clear = min(clear, hand + 0.01)
+        # the descent: per-geom boxes (an open drawer's handle over a bowl is part of the excluded target)
+        if hand_hits(boxes, grip, f, grip_z + HAND.bottom, grip_z + DESCENT_SPAN):
+            clear -= BLOCKED_PENALTY
         turn = float(np.arccos(min(1.0, abs(f @ cur_axis))))
         reach = max(0.0, float(np.linalg.norm(grip[:2] - base_xy)) - REACH_SOFT)
-        cands.append((min(clear, 0.03), -(turn + REACH_WEIGHT * reach), grip, f))
+        cands.append((min(clear, 0.03), -(turn + REACH_WEIGHT * reach + SKEW_WEIGHT * abs(skew)), grip, f))
     _, _, grip, f = max(cands, key=lambda c: (round(c[0], 3), c[1]))
     return grip, f
 
@@ -232,6 +345,13 @@ def plan_pick_place(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) ->
         tlo, thi = scene.aabb(target)
         place_xy = ((tlo + thi) / 2.0)[:2]
         support_top = float(thi[2])
+    # a tall object whose origin would stand above the region (ketchup in a drawer): lay it down
+    tip_dir: np.ndarray | None = None
+    if is_site and parent:
+        standing = support_top + spec.release_height + float(scene.body_pos(obj)[2] - olo[2])
+        if standing > float(s_pos[2] + half[2]) - TIP.margin:
+            tip_dir = _tip_direction(scene, finger, place_xy)
+            place_xy = place_xy - TIP.shift * float(ohi[2] - olo[2]) * tip_dir[:2]
     obj_xy = (olo[:2] + ohi[:2]) / 2.0
     top = max(corridor_top(scene, obj, obj_xy, place_xy, radius), support_top, float(olo[2]))
     cruise_bottom = top + PLACE.cruise_margin
@@ -265,16 +385,148 @@ def plan_pick_place(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) ->
     def retreat_target(s: E.Scene) -> np.ndarray:
         return s.eef_pos + np.array([0.0, 0.0, 0.10])
 
+    def back_out(s: E.Scene) -> np.ndarray:
+        # a tilted hand backs out along its own axis (turning back to pointing down dragged the ketchup)
+        return s.eef_pos - 0.08 * s.eef_mat[:, 2] + np.array([0.0, 0.0, 0.04])
+
+    z_turn = float(ohi[2]) + HAND.turn_clear
+    boxes = hand_boxes(scene, obj)
+    axes = approach_axes(boxes, grip, finger, z_turn, float(hover[2]))
+    if axes is None and spec.mode != "rim" and hand_hits(boxes, grip, finger, grip[2] + HAND.bottom, 2.0):
+        # no turn clears it: grip off-centre (the open fingers have ~1.5 cm of slack on a pudding box),
+        # away from the obstacle, and try again
+        for k in (1.0, -1.0):
+            shifted = grip + k * HAND.grip_shift * finger
+            axes = approach_axes(boxes, shifted, finger, z_turn, float(hover[2]))
+            if axes is not None:
+                grip = shifted
+                hover = np.array([grip[0], grip[1], hover[2]])
+                break
+    reach: list[E.Skill]
+    leave: list[E.Skill]
+    if axes is None:
+        reach = [E.MoveTo("approach", lambda s: hover, axis_fn, gripper=-1.0, tol=PLACE.approach_tol)]
+        leave = [E.MoveTo("lift", lift_target, axis_fn, gripper=1.0, tol=0.015)]
+    else:
+        # come down turned, clear of what hangs over the object, and turn to the grasp yaw just above it;
+        # leave the same way (lifted straight up, the hand's end caught under the open drawer)
+        down_axis, turn_axis = axes
+        low = np.array([grip[0], grip[1], max(z_turn, grip[2])])
+        raised = np.array([grip[0], grip[1], max(z_turn, grip[2]) + 0.01])
+        just_up = grip + np.array([0.0, 0.0, 0.01])
+
+        def turned(s: E.Scene) -> np.ndarray:
+            return down_axis
+
+        def partly(s: E.Scene) -> np.ndarray:
+            return turn_axis
+
+        def here(s: E.Scene) -> np.ndarray:
+            return s.eef_pos
+
+        reach = [
+            E.MoveTo("approach", lambda s: hover, turned, gripper=-1.0, tol=PLACE.approach_tol),
+            E.MoveTo("descend", lambda s: low, turned, gripper=-1.0, tol=0.006, stop_on_stall=True),
+            E.MoveTo("turn", lambda s: low, partly, gripper=-1.0, tol=0.008),
+        ]
+        leave = [
+            E.MoveTo("raise", lambda s: just_up, axis_fn, gripper=1.0, tol=0.006),
+            E.MoveTo("turn_out", here, partly, gripper=1.0, tol=0.01),
+            E.MoveTo("raise", lambda s: raised, partly, gripper=1.0, tol=0.006),
+            E.MoveTo("turn_out", here, turned, gripper=1.0, tol=0.01),
+            E.MoveTo("lift", lift_target, turned, gripper=1.0, tol=0.015),
+            E.MoveTo("turn_back", here, axis_fn, gripper=1.0, tol=0.01),
+        ]
     return [
-        E.MoveTo("approach", lambda s: hover, axis_fn, gripper=-1.0, tol=PLACE.approach_tol),
+        *reach,
         E.MoveTo("descend", lambda s: grip, axis_fn, gripper=-1.0, tol=0.004, stop_on_stall=True),
         E.Gripper("grasp_close", close=True),
-        E.MoveTo("lift", lift_target, axis_fn, gripper=1.0, tol=0.015),
+        *leave,
         E.MoveTo("carry", carry_target, axis_fn, gripper=1.0, tol=0.008),
         E.MoveTo("lower", place_target, axis_fn, gripper=1.0, tol=0.005, stop_on_stall=True),
+        *([] if tip_dir is None else tip_skills(obj, finger, tip_dir)),
         E.Gripper("release", close=False, min_steps=8),
-        E.MoveTo("retreat", retreat_target, axis_fn, gripper=-1.0, tol=0.01, max_steps=40),
+        E.MoveTo("retreat", retreat_target, axis_fn, gripper=-1.0, tol=0.01, max_steps=40)
+        if tip_dir is None
+        else MoveToRot("retreat", back_out, lambda s: s.eef_mat, gripper=-1.0, tol=0.01, max_steps=40),
     ]
+
+
+@dataclass(frozen=True)
+class TipParams:
+    """Laying a standing object down: tilt it about its bottom edge while held, then let go."""
+
+    margin: float = 0.005  # origin this far under the region's top still counts as fitting upright
+    angles: tuple[float, ...] = (30.0, 60.0)  # deg, waypoints of the tilt; released at the last
+    shift: float = (
+        0.3  # stand it this fraction of its height off the region's centre, away from where it falls
+    )
+
+
+TIP = TipParams()
+
+
+def _tip_direction(scene: E.Scene, finger: np.ndarray, place_xy: np.ndarray) -> np.ndarray:
+    """Horizontal direction the object's top falls toward: across the fingers (it turns about the finger
+    axis), toward the robot (tipped away from it, the hand leaned over the bottle and it never fell)."""
+    t = np.cross(finger, np.array([0.0, 0.0, 1.0]))
+    t = E._horizontal(t)
+    base = scene.body_pos("robot0_base")
+    return t if float(t[:2] @ (base[:2] - place_xy)) >= 0.0 else -t
+
+
+def _axis_rot(axis: np.ndarray, angle: float) -> np.ndarray:
+    a = axis / np.linalg.norm(axis)
+    k = np.array([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]])
+    return np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * (k @ k)
+
+
+class MoveToRot(E.MoveTo):
+    """MoveTo with an explicit hand rotation (`rot_fn`, read at start) instead of pointing down."""
+
+    def __init__(
+        self, name: str, target: E.Target, rot_fn: Callable[[E.Scene], np.ndarray], **kw: object
+    ) -> None:
+        super().__init__(name, target, lambda s: np.array([1.0, 0.0, 0.0]), **kw)  # type: ignore[arg-type]
+        self.rot_fn = rot_fn
+
+    def start(self, scene: E.Scene) -> None:
+        super().start(scene)
+        self.rot = self.rot_fn(scene)
+
+
+def tip_skills(obj: str, finger: np.ndarray, t: np.ndarray) -> list[E.Skill]:
+    """Tilt the held object about its bottom edge on the `t` side (hand and grip point turn together about
+    that edge), so that released it falls over onto its side."""
+    axis = np.cross(np.array([0.0, 0.0, 1.0]), t)  # turns "up" toward t
+    pose: dict[str, np.ndarray] = {}
+
+    def pivot_frame(s: E.Scene) -> None:
+        if "pivot" not in pose:
+            lo, hi = s.aabb(obj)
+            c = (lo + hi) / 2.0
+            reach = 0.5 * float(abs((hi - lo)[:2] @ t[:2]))
+            pose["pivot"] = np.array([c[0], c[1], lo[2]]) + reach * t
+            pose["grip"], pose["rot"] = s.eef_pos, s.eef_mat
+
+    def waypoint(angle: float) -> tuple[E.Target, Callable[[E.Scene], np.ndarray]]:
+        q = _axis_rot(axis, np.deg2rad(angle))
+
+        def pos(s: E.Scene) -> np.ndarray:
+            pivot_frame(s)
+            return pose["pivot"] + q @ (pose["grip"] - pose["pivot"])
+
+        def rot(s: E.Scene) -> np.ndarray:
+            pivot_frame(s)
+            return q @ pose["rot"]
+
+        return pos, rot
+
+    out: list[E.Skill] = []
+    for a in TIP.angles:
+        pos, rot = waypoint(a)
+        out.append(MoveToRot("tip", pos, rot, gripper=1.0, tol=0.01, rot_tol=0.1, max_steps=40))
+    return out
 
 
 def fast(skills: list[E.Skill]) -> list[E.Skill]:
