@@ -59,7 +59,9 @@ def test_official_layout(tiny_demos, tiny_task) -> None:
                 ("joint_states", 7),
             ):
                 assert d["obs"][k].shape == (t, w)
-            assert np.abs(d["actions"][:, :3]).max() <= 0.3 + 1e-9  # the expert's documented position cap
+            pos = d["actions"][:, :3]
+            assert np.abs(pos).max() <= 1.0  # fast free-space moves reach 1.0 (5 cm commanded)
+            assert np.abs(np.diff(pos, axis=0)).max() <= 0.08 + 1e-9  # but never jump: slew-limited
         assert g.attrs["total"] == total
     m = metrics["tasks"][tiny_task.name]
     assert m["demos"] == 2 and m["expert_official"]["n"] == 1

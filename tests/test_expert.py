@@ -44,8 +44,8 @@ def test_drawer_expert_closes_drawer() -> None:
         assert r["steps_to_success"] <= 250
         acts = r["actions"]
         assert acts.shape == (r["length"], 7)
-        assert np.abs(acts[:, :3]).max() <= 0.3 + 1e-9  # position cap kept
         assert np.all(np.abs(acts) <= 1.0)
+        assert np.abs(np.diff(acts[:, :3], axis=0)).max() <= 0.08 + 1e-9  # slew-limited: smooth actions
 
 
 @pytest.mark.sim
