@@ -50,7 +50,7 @@ eval-libero90-expert: setup ## the full libero_90 protocol (90 x 50) with the sc
 
 data-libero90: setup ## the libero_90 demonstration dataset (N demos per task, default 10) through DVC
 	dvc exp run -n libero90-data -S 'collect.tasks=[libero_90]' -S collect.demos_per_task=$(or $(N),10) \
-	  -S collect.expert_check_episodes=0 -S collect.max_steps=600 extract
+	  -S collect.expert_check_episodes=0 -S collect.max_steps=600 -S collect.on_task_failure=skip extract
 
 clean-cache: ## drop resumable per-episode caches (collect/eval); DVC outputs stay
 	rm -rf data/cache
