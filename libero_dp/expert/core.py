@@ -1,15 +1,18 @@
-"""Scripted privileged-state expert for LIBERO, organised by skill.
+"""Core of the scripted privileged-state expert: scene access, motion skills, the Expert, run_episode.
 
 The plan is chosen from the task's bddl `(:goal ...)`, never from the language instruction (task 38's goal
-asks for more than its sentence says). Skills (move-to-pose, grasp, lift/carry, place/release, retreat,
-push) read the true sim state every step and emit smooth OSC_POSE deltas:
+asks for more than its sentence says): one planner per goal predicate (`PLANNERS`, filled by
+`libero_dp.expert.planners`), goals run in `order_goals` order, each planned when the previous one is done.
+Skills read the true sim state every step and emit smooth OSC_POSE deltas:
 
-* position action = P-control towards a target, scaled so that its largest component stays under
-  `max_pos_action` (1.0 commands 5 cm), and rate-limited so that it never jumps between steps;
+* position action = P-control towards a target, capped at `max_pos_action` (1.0 commands 5 cm), or, for
+  travel phases that opt in (`MoveTo.free_cap`), a braking speed profile up to `FreeMove.caps`; every
+  action is rate-limited (slew) so that it never jumps between steps;
 * rotation action = world-frame axis-angle error / 0.5 rad, clipped;
 * gripper -1 open / +1 close.
 
-Per-object grasp parameters live in `GRASP_SPECS` (data, keyed by bddl object category).
+Per-object grasp parameters are data: `GRASP_SPECS` here (keyed by bddl object category), extended by the
+skill modules.
 """
 
 from __future__ import annotations
