@@ -144,13 +144,7 @@ class MovePose(E.Skill):
         self.hist.append(pos)
         err = self.goal - pos
         rot_a, rot_err = E._rot_action(self.rot, scene.eef_mat, lim)
-        if np.linalg.norm(err) < self.tol and rot_err < self.rot_tol:
-            return None
-        if self.stop_on_stall and len(self.hist) > 6 and np.linalg.norm(pos - self.hist[-4]) < 0.001:
-            self.stalled = True
-            return None
-        if self.t >= self.max_steps:
-            self.stalled = True
+        if E.move_ended(self, pos, err, rot_err):
             return None
         self.t += 1
         rot_a = np.clip(rot_a, -self.rot_cap, self.rot_cap)

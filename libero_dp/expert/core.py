@@ -310,6 +310,20 @@ def free_action(err: np.ndarray, vel: np.ndarray, top: float) -> np.ndarray:
     return a * (top / m) if m > top else a
 
 
+def move_ended(sk: Any, pos: np.ndarray, err: np.ndarray, rot_err: float) -> bool:
+    """End test of a move skill (MoveTo, books.MovePose): at the goal within `tol` / `rot_tol`, or
+    stalled on contact (`stop_on_stall`: < 1 mm in 3 steps), or out of `max_steps` (both set `stalled`)."""
+    if np.linalg.norm(err) < sk.tol and rot_err < sk.rot_tol:
+        return True
+    if sk.stop_on_stall and len(sk.hist) > 6 and np.linalg.norm(pos - sk.hist[-4]) < 0.001:
+        sk.stalled = True
+        return True
+    if sk.t >= sk.max_steps:
+        sk.stalled = True
+        return True
+    return False
+
+
 class MoveTo(Skill):
     """Move the grip site to a position with a down orientation; ends when there, or stalled on contact."""
 
@@ -343,13 +357,7 @@ class MoveTo(Skill):
         self.hist.append(pos)
         err = self.goal - pos
         rot_a, rot_err = _rot_action(self.rot, scene.eef_mat, lim)
-        if np.linalg.norm(err) < self.tol and rot_err < self.rot_tol:
-            return None
-        if self.stop_on_stall and len(self.hist) > 6 and np.linalg.norm(pos - self.hist[-4]) < 0.001:
-            self.stalled = True
-            return None
-        if self.t >= self.max_steps:
-            self.stalled = True
+        if move_ended(self, pos, err, rot_err):
             return None
         self.t += 1
         base = lim.max_pos_action if self.cap is None else min(self.cap, lim.max_pos_action)
