@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 # absolute, so `dvc exp run --temp/--queue` copies log to the same embedded store
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: run test setup system-deps lint compare bench clean-cache experts eval-libero90-expert data-libero90
+.PHONY: run test setup system-deps lint compare bench clean-cache experts eval-libero90-expert data-libero90 check-lock
 
 run: setup ## run the whole pipeline (dvc repro) on the default: one task, CPU
 	dvc repro
@@ -31,6 +31,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
+
+check-lock: setup ## fail if dvc.lock no longer matches a stage's code, params or committed metrics
+	$(PY) -m libero_dp.lockcheck
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,10 @@ def run_stage(
     extra = tuple(load_params(s) for s in sections)
     logged = {name: params.model_dump(), **{s: e.model_dump() for s, e in zip(sections, extra, strict=True)}}
     with stage_run(name, logged) as run:
+        t0 = time.perf_counter()
         metrics = body(params, *extra) if extra else body(params)
+        # wall time of the whole stage as run (the README's per-stage table is read from these)
+        metrics["stage_wall_s"] = round(time.perf_counter() - t0, 1)
         if metrics_path is not None:
             write_json(metrics_path, metrics)
         run.log_metrics(metrics)
