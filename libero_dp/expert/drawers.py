@@ -64,32 +64,29 @@ def wrist_rot(scene: Scene, approach: np.ndarray, finger_axis: np.ndarray) -> np
     return max(cands, key=lambda r: float(WRIST_SIDE * r[:, 1] @ prefer))
 
 
-class MoveToPose(E.MoveTo):
-    """MoveTo with an explicit orientation (approach and finger axis) instead of pointing down.
+def move_to_pose(
+    name: str,
+    target: E.Target,
+    approach: np.ndarray,
+    finger_axis: np.ndarray,
+    gripper: float,
+    free_cap: float | None = None,
+    **kw: object,
+) -> E.MovePose:
+    """The core MovePose with the hand along `approach`, fingers along `finger_axis`, wrist on the robot side.
 
-    It reuses MoveTo.step (so a free-space speed profile patched into MoveTo applies here too);
-    `free_cap` (if set) is that profile's largest position action for this phase.
+    `free_cap` (default: E.FREE.caps by phase name) gives travel phases (approach, retreat) the free-space
+    speed profile, as in pick-and-place.
     """
-
-    def __init__(
-        self,
-        name: str,
-        target: E.Target,
-        approach: np.ndarray,
-        finger_axis: np.ndarray,
-        gripper: float,
-        free_cap: float | None = None,
-        **kw: object,
-    ) -> None:
-        # the parent's down-pointing rotation is replaced in start(); give it any horizontal axis
-        super().__init__(name, target, lambda s: np.array([1.0, 0.0, 0.0]), gripper, **kw)  # type: ignore[arg-type]
-        self.approach, self.finger_axis = np.asarray(approach), np.asarray(finger_axis)
-        # free-space speed profile for the travel phases (approach, retreat), as in pick-and-place
-        self.free_cap = free_cap if free_cap is not None else E.FREE.caps.get(name)
-
-    def start(self, scene: Scene) -> None:
-        super().start(scene)
-        self.rot = wrist_rot(scene, self.approach, self.finger_axis)
+    approach, finger_axis = np.asarray(approach), np.asarray(finger_axis)
+    return E.MovePose(
+        name,
+        target,
+        lambda s: wrist_rot(s, approach, finger_axis),
+        gripper,
+        free_cap=free_cap if free_cap is not None else E.FREE.caps.get(name),
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 class PullJoint(E.PushJoint):  # a PushJoint subclass so Expert records `stuck` as articulation_stuck
@@ -226,14 +223,14 @@ def plan_open_drawer(scene: Scene, region: str) -> list[E.Skill]:
         return s.eef_pos + 0.12 * pull + np.array([0.0, 0.0, 0.06])
 
     return [
-        MoveToPose("approach", pre_grasp, approach, finger, gripper=-1.0, tol=0.01, rot_tol=0.1),
-        MoveToPose(
+        move_to_pose("approach", pre_grasp, approach, finger, gripper=-1.0, tol=0.01, rot_tol=0.1),
+        move_to_pose(
             "reach", grasp, approach, finger, gripper=-1.0, free_cap=0.6, tol=0.004, stop_on_stall=True
         ),
         E.Gripper("grasp_handle", close=True),
         PullJoint(bar_centre, pull, rot, is_open, lambda s: s.joint_q(joint)),
         E.Gripper("release_handle", close=False, min_steps=5),
-        MoveToPose("retreat", backed_off, approach, finger, gripper=-1.0, tol=0.01, max_steps=30),
+        move_to_pose("retreat", backed_off, approach, finger, gripper=-1.0, tol=0.01, max_steps=30),
     ]
 
 
@@ -310,8 +307,8 @@ def plan_close_drawer(scene: Scene, region: str) -> list[E.Skill]:
         return wrist_rot(s, down, across)
 
     return [
-        MoveToPose("approach", above, down, across, gripper=1.0, tol=0.02, rot_tol=0.1),
-        MoveToPose(
+        move_to_pose("approach", above, down, across, gripper=1.0, tol=0.02, rot_tol=0.1),
+        move_to_pose(
             "descend", pre_push, down, across, gripper=1.0, tol=0.006, stop_on_stall=True, max_steps=40
         ),
         PushJointPose(
@@ -322,7 +319,7 @@ def plan_close_drawer(scene: Scene, region: str) -> list[E.Skill]:
             state_closed,
             lambda s: s.joint_q(joint),
         ),
-        MoveToPose("retreat", backed_off, down, across, gripper=1.0, tol=0.01, max_steps=40),
+        move_to_pose("retreat", backed_off, down, across, gripper=1.0, tol=0.01, max_steps=40),
     ]
 
 
