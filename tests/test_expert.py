@@ -109,6 +109,7 @@ FAMILY_TASKS = {
     "microwave close (push the door along its arc)": "libero_90:33",
     "microwave open (pull the handle, push the inner face)": "libero_90:35",
     "drawer open (pinch and pull the handle)": "libero_90:7",
+    "bottom drawer open (hook the low handle and pull)": "libero_90:6",
     "book into a caddy compartment": "libero_90:74",
     "mug on a plate (rim grasp away from the handle)": "libero_90:67",
     "relative placement (table region)": "libero_90:69",
