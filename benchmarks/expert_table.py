@@ -7,6 +7,9 @@ interval, steps to success, family, failure causes; a per-family summary; and ho
     python benchmarks/expert_table.py --tasks libero_90:20 --episodes 5 --workers 1 --out /tmp/t.json -v
 
 Episodes are cached per (task, init, expert code) under data/cache/experts, so a killed run resumes.
+`wall_s` is the table's real wall time over every invocation that ran its episodes (each run's time is
+kept in the cache's runs/ ledger and shared out over the episodes it ran), not only the last invocation's
+(a last pass that finds everything cached takes milliseconds).
 """
 
 from __future__ import annotations
@@ -102,11 +105,12 @@ def run_one(task: sim.TaskSpec, init_id: int, max_steps: int) -> dict:
     return r
 
 
-def run_chunk(task: sim.TaskSpec, jobs: list[tuple[int, str]], max_steps: int) -> list[dict]:
+def run_chunk(task: sim.TaskSpec, jobs: list[tuple[int, str]], max_steps: int, run_id: str) -> list[dict]:
     """Several init states of one task in this process (one env build), each record cached as it ends."""
     out = []
     for init_id, path in jobs:
         r = run_one(task, init_id, max_steps)
+        r["run"] = run_id  # which invocation ran it: the table's wall time adds up the runs' ledgers
         write_json(Path(path), r)
         out.append(r)
     return out
@@ -128,6 +132,28 @@ def replay_one(task: sim.TaskSpec, init_id: int, actions: list[list[float]]) -> 
         _, _, done, _ = env.step(np.asarray(a))
         success = success or bool(done) or sim.check_success(env)
     return {"task": task.name, "init": init_id, "replay_success": success, "steps": len(actions)}
+
+
+def table_wall_s(records: list[dict], ledger: Path, run_id: str, this_run_s: float) -> dict:
+    """The table's wall time: this invocation's, plus each earlier run's share for the episodes it ran.
+
+    A run's ledger entry holds its wall time and episode count up to its last finished episode (so a
+    killed run counts too); its share is wall * (its episodes in this table / episodes it ran).
+    Records from before the ledger existed have no run: they are counted in `episodes_without_run`.
+    """
+    per_run = Counter(r.get("run") for r in records)
+    total, runs, unknown = this_run_s, 1, per_run.pop(None, 0)
+    for rid, n in per_run.items():
+        if rid == run_id:
+            continue
+        f = ledger / f"{rid}.json"
+        if not f.exists():
+            unknown += n
+            continue
+        entry = json.loads(f.read_text())
+        total += float(entry["wall_s"]) * n / max(int(entry["episodes"]), n)
+        runs += 1
+    return {"wall_s": total, "runs": runs, "episodes_without_run": unknown}
 
 
 def summarise(records: list[dict], families: dict[str, str], wall_s: float, workers: int) -> dict:
@@ -203,11 +229,14 @@ def main() -> None:
     ap.add_argument("-v", "--verbose", action="store_true", help="print every episode")
     args = ap.parse_args()
 
+    t_start = time.perf_counter()  # the whole invocation, not only the episodes run now
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     _load_plugins()
     tasks = sim.resolve_tasks(args.tasks)
     families = {t.name: expert_mod.family_of(t) for t in tasks}
     cache = Path(args.cache) / _code_hash()
-    cache.mkdir(parents=True, exist_ok=True)
+    ledger = cache / "runs"
+    ledger.mkdir(parents=True, exist_ok=True)
     records: list[dict] = []
     todo = []
     for t in tasks:  # task-major order: each worker keeps reusing one env
@@ -228,10 +257,14 @@ def main() -> None:
             chunks.append((t, [(i, str(f))]))
     bar = tqdm(total=len(todo), desc="expert episodes", disable=args.verbose)
     with ProcessPoolExecutor(args.workers, mp_context=ctx) as ex:
-        futs = [ex.submit(run_chunk, t, jobs, args.max_steps) for t, jobs in chunks]
+        futs = [ex.submit(run_chunk, t, jobs, args.max_steps, run_id) for t, jobs in chunks]
+        done = 0
         for r in (r for fut in as_completed(futs) for r in fut.result()):
             records.append(r)
+            done += 1
             bar.update(1)
+            entry = {"run": run_id, "episodes": done, "wall_s": time.perf_counter() - t_start}
+            write_json(ledger / f"{run_id}.json", {**entry, "workers": args.workers})
             if args.verbose:
                 print(
                     f"{r['task'][:60]:60s} init {r['init']:2d} ok={r['success']} "
@@ -241,7 +274,7 @@ def main() -> None:
                     flush=True,
                 )
     wall = time.perf_counter() - t0
-    out = summarise(records, families, wall, args.workers)
+    out = summarise(records, families, wall, args.workers)  # wall_s set below, once the replays are done
     if args.replay:
         # replay the first N successes per task in processes that did not record them
         jobs = []
@@ -266,13 +299,18 @@ def main() -> None:
         }
         print(f"replays: {out['replay']['succeeded']}/{out['replay']['replayed']} succeeded")
     out["episodes_run_now"] = len(todo)
+    this_run_s = time.perf_counter() - t_start
+    out.update(table_wall_s(records, ledger, run_id, this_run_s))
+    out["wall_s_this_invocation"] = this_run_s
+    out["episodes_s_sum"] = float(sum(r.get("wall_s", 0.0) for r in records))
     walls = [r["wall_s"] for r in records if "wall_s" in r]
     out["mean_episode_s"] = float(np.mean(walls)) if walls else None
     write_json(Path(args.out), out)
     print(
         f"{out['tasks_at_90pct']}/{out['tasks_total']} tasks >= 90%, "
         f"overall {out['overall']['success_rate']}, "
-        f"{len(todo)} episodes in {wall:.0f} s -> {args.out}"
+        f"{len(todo)} episodes in {wall:.0f} s now, table wall {out['wall_s']:.0f} s "
+        f"over {out['runs']} run(s) -> {args.out}"
     )
     for f, v in out["per_family"].items():
         print(f"  {f:22s} {v['tasks_at_90pct']}/{v['tasks']} tasks >= 90%, rate {v['success_rate']:.2f}")

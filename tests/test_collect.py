@@ -61,9 +61,8 @@ def test_official_layout(tiny_demos, tiny_task) -> None:
                 assert d["obs"][k].shape == (t, w)
             pos = d["actions"][:, :3]
             assert np.abs(pos).max() <= 1.0  # fast free-space moves reach 1.0 (5 cm commanded)
-            # slew limit 0.08 per step; where a fast travel phase hands over to a capped contact phase the
-            # excess over the lower cap is clipped at once (small: the travel phase brakes before its goal)
-            assert np.abs(np.diff(pos, axis=0)).max() <= 0.1
+            # slew limit 0.08 per step at every step, phase handovers included (cap applied before slew)
+            assert np.abs(np.diff(pos, axis=0)).max() <= 0.08 + 1e-9
         assert g.attrs["total"] == total
     m = metrics["tasks"][tiny_task.name]
     assert m["demos"] == 2 and m["expert_official"]["n"] == 1
@@ -124,27 +123,29 @@ def test_resume_and_determinism(tiny_demos, tiny_root, tiny_collect_params, tiny
         )
 
 
-def test_several_tasks_and_uncovered_task_skipped(tmp_path: Path) -> None:
-    """One collection over two tasks (one pool, rounds across tasks): a task the expert has no plan for
-    (task 6, the bottom drawer's handle sits too close to the table for the hand) stops the stage by
-    default, and with on_task_failure=skip is left out, with its reason in the metrics."""
+def test_several_tasks_and_failing_task_skipped(tmp_path: Path) -> None:
+    """One collection over two tasks (one pool, rounds across tasks): a task the expert never finishes
+    (task 45, two goals in ~460 steps, cut off here at 150) stops the stage by default, and with
+    on_task_failure=skip is left out, with its reason in the metrics. (Every libero_90 task has a plan
+    now; a goal without one is refused at construction: test_expert.test_unsupported_goal_raises.)"""
     from libero_dp.collect import collect
     from libero_dp.config import CollectParams
 
     params = dict(
-        tasks=["libero_90:6", "libero_90:0"],
+        tasks=["libero_90:45", "libero_90:0"],
         demos_per_task=1,
         expert_check_episodes=0,
         image_size=32,
         workers=1,
-        max_steps=300,
+        max_steps=150,
         max_attempts_factor=1,
         out_dir=str(tmp_path / "demos"),
     )
-    with pytest.raises(RuntimeError, match=r"KITCHEN_SCENE1_open_the_bottom_drawer.*no expert plan"):
+    failing = "KITCHEN_SCENE9_turn_on_the_stove_and_put_the_frying_pan_on_it"
+    with pytest.raises(RuntimeError, match=rf"{failing}: the expert succeeded in none of 1 attempts"):
         collect(CollectParams(**params), cache_root=tmp_path / "cache")
     m = collect(CollectParams(**params, on_task_failure="skip"), cache_root=tmp_path / "cache")
-    assert list(m["skipped"]) == ["KITCHEN_SCENE1_open_the_bottom_drawer_of_the_cabinet"]
+    assert list(m["skipped"]) == [failing]
     assert list(m["tasks"]) == ["KITCHEN_SCENE10_close_the_top_drawer_of_the_cabinet"]
     files = sorted(p.name for p in (tmp_path / "demos").glob("*.hdf5"))
     assert files == ["KITCHEN_SCENE10_close_the_top_drawer_of_the_cabinet_demo.hdf5"]

@@ -7,7 +7,7 @@ core        privileged scene access, motion skills (move with a free-space speed
 pick_place  grasp choice (clearance, reach), settle, hover/descend/grasp/lift/carry/lower/release/retreat
 objects     grasp modes and data for handles and wide rims (pans, mugs, moka pots), table regions
 books       books into caddy compartments and shelf slots
-drawers     open (pinch-pull) and close (push) slide-jointed drawers
+drawers     open (pinch-pull, or hook-pull under a low handle) and close (push) slide-jointed drawers
 hinges      stove knobs (grasp and turn) and hinged doors (push / pull along the arc)
 planners    which module handles which goal (fills core.PLANNERS)
 

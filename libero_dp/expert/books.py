@@ -108,49 +108,6 @@ def place_yaw(axes: np.ndarray, half: np.ndarray, bf: BookFrame, current: np.nda
 # ----------------------------------------------------------------------------------------------------------
 
 
-class MovePose(E.Skill):
-    """Move the grip site to a position and a full orientation (not only pointing down).
-
-    Position and rotation targets are read once at start. With `pos_first_rot`, the rotation is done
-    before any large translation (a 90-degree pitch swings the held object through a wide arc).
-    """
-
-    def __init__(
-        self,
-        name: str,
-        target: E.Target,
-        rot: Callable[[E.Scene], np.ndarray],
-        gripper: float,
-        tol: float = 0.006,
-        rot_tol: float = 0.06,
-        cap: float | None = None,
-        stop_on_stall: bool = False,
-        max_steps: int = 200,
-        rot_cap: float = 1.0,
-    ) -> None:
-        super().__init__()
-        self.name, self.target_fn, self.rot_fn, self.rot_cap = name, target, rot, rot_cap
-        self.gripper, self.tol, self.rot_tol, self.cap = gripper, tol, rot_tol, cap
-        self.stop_on_stall, self.max_steps = stop_on_stall, max_steps
-        self.stalled = False
-
-    def start(self, scene: E.Scene) -> None:
-        self.goal = np.asarray(self.target_fn(scene), dtype=np.float64)
-        self.rot = np.asarray(self.rot_fn(scene))
-        self.hist: list[np.ndarray] = []
-
-    def step(self, scene: E.Scene, lim: E.Limits) -> np.ndarray | None:
-        pos = scene.eef_pos
-        self.hist.append(pos)
-        err = self.goal - pos
-        rot_a, rot_err = E._rot_action(self.rot, scene.eef_mat, lim)
-        if E.move_ended(self, pos, err, rot_err):
-            return None
-        self.t += 1
-        rot_a = np.clip(rot_a, -self.rot_cap, self.rot_cap)
-        return np.concatenate([E._pos_action(err, lim, self.cap), rot_a, [self.gripper]])
-
-
 class HoldUntil(E.Skill):
     """Hold the hand still (gripper closed) until a predicate holds or `max_steps` pass."""
 
@@ -233,9 +190,9 @@ def plan_book_into(scene: E.Scene, obj: str, site: str, spec: E.GraspSpec) -> li
         E.MoveTo("descend", lambda s: grip, lambda s: finger, -1.0, tol=0.004, stop_on_stall=True),
         E.Gripper("grasp_close", close=True),
         E.MoveTo("lift", lift_target, lambda s: finger, 1.0, tol=0.02, rot_tol=0.2),
-        MovePose("carry", carry_target, down(place_axis), 1.0, tol=0.015, rot_tol=0.06),
+        E.MovePose("carry", carry_target, down(place_axis), 1.0, tol=0.015, rot_tol=0.06),
         HoldUntil(lambda s: False, max_steps=4, name="settle"),
-        MovePose("lower", lower_target, down(place_axis), 1.0, tol=0.004, stop_on_stall=True, cap=0.5),
+        E.MovePose("lower", lower_target, down(place_axis), 1.0, tol=0.004, stop_on_stall=True, cap=0.5),
         HoldUntil(lambda s: _region_check(s, obj, site), max_steps=6),
         E.Gripper("release", close=False, min_steps=6),
         E.MoveTo("retreat", retreat_target, lambda s: s.eef_mat[:, 0], -1.0, tol=0.01, max_steps=40),
@@ -413,16 +370,16 @@ def plan_book_into_slot(scene: E.Scene, obj: str, site: str, spec: E.GraspSpec) 
         E.MoveTo("descend", lambda s: grip, lambda s: finger, -1.0, tol=0.004, stop_on_stall=True),
         E.Gripper("grasp_close", close=True),
         E.MoveTo("lift", lift_target, lambda s: finger, 1.0, tol=0.02, rot_tol=0.2),
-        MovePose("turn", turn_target, rot_in, 1.0, tol=0.02, rot_tol=0.08, rot_cap=0.4),
-        MovePose("carry", lambda s: hand_at(pre_along, carry_z), rot_in, 1.0, tol=0.015, rot_tol=0.06),
-        MovePose("lower", lambda s: hand_at(pre_along, hand_z), rot_in, 1.0, tol=0.008, rot_tol=0.05),
-        MovePose("insert", insert_target, rot_in, 1.0, tol=0.006, rot_tol=0.06, stop_on_stall=True),
+        E.MovePose("turn", turn_target, rot_in, 1.0, tol=0.02, rot_tol=0.08, rot_cap=0.4),
+        E.MovePose("carry", lambda s: hand_at(pre_along, carry_z), rot_in, 1.0, tol=0.015, rot_tol=0.06),
+        E.MovePose("lower", lambda s: hand_at(pre_along, hand_z), rot_in, 1.0, tol=0.008, rot_tol=0.05),
+        E.MovePose("insert", insert_target, rot_in, 1.0, tol=0.006, rot_tol=0.06, stop_on_stall=True),
         HoldUntil(lambda s: _region_check(s, obj, site), max_steps=6),
         E.Gripper("release", close=False, min_steps=6),
-        MovePose(
+        E.MovePose(
             "drop_off", drop_off, lambda s: s.eef_mat, -1.0, tol=0.003, stop_on_stall=True, max_steps=20
         ),
-        MovePose(
+        E.MovePose(
             "back_out", lambda s: s.eef_pos - 0.08 * d, lambda s: s.eef_mat, -1.0, tol=0.01, max_steps=40
         ),
     ]
@@ -510,7 +467,7 @@ def _drop_and_push(
             tol=0.02,
             rot_tol=0.2,
         ),
-        MovePose(
+        E.MovePose(
             "turn",
             lambda s: np.array([*s.eef_pos[:2], carry_z]),
             rot_in,
@@ -519,12 +476,12 @@ def _drop_and_push(
             rot_tol=0.08,
             rot_cap=0.4,
         ),
-        MovePose("carry", lambda s: hand_at(origin_drop - length - 0.03, carry_z), rot_in, 1.0, tol=0.015),
-        MovePose(
+        E.MovePose("carry", lambda s: hand_at(origin_drop - length - 0.03, carry_z), rot_in, 1.0, tol=0.015),
+        E.MovePose(
             "lower", drop_target, rot_down, 1.0, tol=0.008, rot_tol=0.05, stop_on_stall=True, rot_cap=0.4
         ),
         E.Gripper("release", close=False, min_steps=6),
-        MovePose(
+        E.MovePose(
             "back_off",
             lambda s: s.eef_pos - 0.05 * d + np.array([0.0, 0.0, 0.05]),
             lambda s: s.eef_mat,

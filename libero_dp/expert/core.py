@@ -311,7 +311,7 @@ def free_action(err: np.ndarray, vel: np.ndarray, top: float) -> np.ndarray:
 
 
 def move_ended(sk: Any, pos: np.ndarray, err: np.ndarray, rot_err: float) -> bool:
-    """End test of a move skill (MoveTo, books.MovePose): at the goal within `tol` / `rot_tol`, or
+    """End test of a move skill (MoveTo, MovePose): at the goal within `tol` / `rot_tol`, or
     stalled on contact (`stop_on_stall`: < 1 mm in 3 steps), or out of `max_steps` (both set `stalled`)."""
     if np.linalg.norm(err) < sk.tol and rot_err < sk.rot_tol:
         return True
@@ -349,8 +349,12 @@ class MoveTo(Skill):
 
     def start(self, scene: Scene) -> None:
         self.goal = np.asarray(self.target_fn(scene), dtype=np.float64)
-        self.rot = _nearest_finger_rot(self.axis_fn(scene), scene.eef_mat)
+        self.rot = self.target_rot(scene)
         self.hist: list[np.ndarray] = []
+
+    def target_rot(self, scene: Scene) -> np.ndarray:
+        """Pointing down, fingers along +/- the finger axis, whichever is nearer the current hand."""
+        return _nearest_finger_rot(self.axis_fn(scene), scene.eef_mat)
 
     def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
         pos = scene.eef_pos
@@ -367,6 +371,37 @@ class MoveTo(Skill):
         else:
             a = _pos_action(err, lim, self.cap)
         return np.concatenate([a, rot_a, [self.gripper]])
+
+
+class MovePose(MoveTo):
+    """Move the grip site to a position and an explicit hand orientation (`rot`, read at start).
+
+    The one skill for every move that does not point the hand straight down with the nearer finger axis:
+    pinching a drawer handle, a knob's exact finger axis, a book turned into a slot, a tilted object.
+    It is MoveTo otherwise (same end test, caps and opt-in free-space profile); `rot_cap` (< 1) slows the
+    turn (a 90-degree pitch swings a held book through a wide arc).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        target: Target,
+        rot: Callable[[Scene], np.ndarray],
+        gripper: float,
+        rot_cap: float | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(name, target, lambda s: np.array([1.0, 0.0, 0.0]), gripper, **kw)
+        self.rot_fn, self.rot_cap = rot, rot_cap
+
+    def target_rot(self, scene: Scene) -> np.ndarray:
+        return np.asarray(self.rot_fn(scene), dtype=np.float64)
+
+    def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
+        a = super().step(scene, lim)
+        if a is not None and self.rot_cap is not None:
+            a[3:6] = np.clip(a[3:6], -self.rot_cap, self.rot_cap)
+        return a
 
 
 class Gripper(Skill):
@@ -550,14 +585,19 @@ class Expert:
 
     # -- internals
     def _smooth(self, raw: np.ndarray, free_cap: float | None = None) -> np.ndarray:
-        """Slew-limit and clip; a free-space move (free_cap) may exceed the usual position cap."""
+        """Clip to the phase's cap, then slew-limit (a free-space move, free_cap, may exceed the usual cap).
+
+        Slew last, so no component ever changes by more than the slew per step: where a fast travel phase
+        hands over to a capped contact phase, the action comes down to the lower cap over a few steps
+        (clipping after the slew made it drop at once, a jerk the policy would have to learn).
+        """
         lim = self.limits
         a = np.array(raw, dtype=np.float64)
-        a[:3] = np.clip(a[:3], self._prev[:3] - lim.pos_slew, self._prev[:3] + lim.pos_slew)
-        a[3:6] = np.clip(a[3:6], self._prev[3:6] - lim.rot_slew, self._prev[3:6] + lim.rot_slew)
         top = max(lim.max_pos_action, free_cap or 0.0)
         a[:3] = np.clip(a[:3], -top, top)
         a[3:6] = np.clip(a[3:6], -lim.max_rot_action, lim.max_rot_action)
+        a[:3] = np.clip(a[:3], self._prev[:3] - lim.pos_slew, self._prev[:3] + lim.pos_slew)
+        a[3:6] = np.clip(a[3:6], self._prev[3:6] - lim.rot_slew, self._prev[3:6] + lim.rot_slew)
         a[6] = 1.0 if a[6] > 0 else -1.0
         self._prev = a
         return a

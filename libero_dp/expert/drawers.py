@@ -9,9 +9,18 @@ roofed by the cabinet top's lip. No Panda finger fits that 1.6 cm slot from abov
 wide, and with the fingers along the pull axis the 20 cm hand hits the cabinet), so the hand turns to
 point at the cabinet with its fingers vertical, closes on the bar's top and bottom faces and pulls it
 straight out. The hand's long axis is then vertical (+/- 10 cm), which fits in front of the top and
-middle drawers but not the bottom one (the table is 5 cm under its handle): those raise
-NotImplementedError. The approach is pitched 30 degrees down so the wrist rides above fixtures in front
-of the cabinet (scene 4's wine rack stopped a level pull 2 cm short).
+middle drawers but not the bottom one (the table is 4.6 cm under its handle). The approach is pitched 30
+degrees down so the wrist rides above fixtures in front of the cabinet (scene 4's wine rack stopped a
+level pull 2 cm short).
+
+Open a bottom drawer, why a hook: no pinch fits there (the finger axis must cross the bar, so the 20 cm
+hand either reaches the table or, nearer horizontal, the drawer above). The closed fingertips (3 x 1.75
+cm) are laid along the bar instead, the hand tilted 60 degrees toward the cabinet, so the hand's long
+axis runs along the bar in front of the cabinet and its housing stays below and in front of the next
+handle; the tips go over the bar and drop into the 1.6 cm slot behind it (about 0.7 cm deep), and the
+hand pulls while holding its height a little below where it landed: the bar's back edge then pushes on
+the fingers' underside and cannot make them ride up over it. A handle too near the table even for that
+raises NotImplementedError.
 
 Close: the core push, with the closed fingers tilted 45 degrees toward the cabinet (pointing straight
 down, the wrist hits the cabinet top's front edge before a bottom drawer is shut) and the wrist on the
@@ -24,6 +33,7 @@ with link6 toward the robot base (or up) is used (`wrist_rot`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -64,32 +74,29 @@ def wrist_rot(scene: Scene, approach: np.ndarray, finger_axis: np.ndarray) -> np
     return max(cands, key=lambda r: float(WRIST_SIDE * r[:, 1] @ prefer))
 
 
-class MoveToPose(E.MoveTo):
-    """MoveTo with an explicit orientation (approach and finger axis) instead of pointing down.
+def move_to_pose(
+    name: str,
+    target: E.Target,
+    approach: np.ndarray,
+    finger_axis: np.ndarray,
+    gripper: float,
+    free_cap: float | None = None,
+    **kw: object,
+) -> E.MovePose:
+    """The core MovePose with the hand along `approach`, fingers along `finger_axis`, wrist on the robot side.
 
-    It reuses MoveTo.step (so a free-space speed profile patched into MoveTo applies here too);
-    `free_cap` (if set) is that profile's largest position action for this phase.
+    `free_cap` (default: E.FREE.caps by phase name) gives travel phases (approach, retreat) the free-space
+    speed profile, as in pick-and-place.
     """
-
-    def __init__(
-        self,
-        name: str,
-        target: E.Target,
-        approach: np.ndarray,
-        finger_axis: np.ndarray,
-        gripper: float,
-        free_cap: float | None = None,
-        **kw: object,
-    ) -> None:
-        # the parent's down-pointing rotation is replaced in start(); give it any horizontal axis
-        super().__init__(name, target, lambda s: np.array([1.0, 0.0, 0.0]), gripper, **kw)  # type: ignore[arg-type]
-        self.approach, self.finger_axis = np.asarray(approach), np.asarray(finger_axis)
-        # free-space speed profile for the travel phases (approach, retreat), as in pick-and-place
-        self.free_cap = free_cap if free_cap is not None else E.FREE.caps.get(name)
-
-    def start(self, scene: Scene) -> None:
-        super().start(scene)
-        self.rot = wrist_rot(scene, self.approach, self.finger_axis)
+    approach, finger_axis = np.asarray(approach), np.asarray(finger_axis)
+    return E.MovePose(
+        name,
+        target,
+        lambda s: wrist_rot(s, approach, finger_axis),
+        gripper,
+        free_cap=free_cap if free_cap is not None else E.FREE.caps.get(name),
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 class PullJoint(E.PushJoint):  # a PushJoint subclass so Expert records `stuck` as articulation_stuck
@@ -112,6 +119,7 @@ class PullJoint(E.PushJoint):  # a PushJoint subclass so Expert records `stuck` 
         max_steps: int = 120,
         lead: float = 0.03,
         cap: float = 0.5,
+        press: float = 0.0,
     ) -> None:
         E.Skill.__init__(self)
         self.handle, self.pull_dir, self.rot_fn = handle, np.asarray(pull_dir), rot
@@ -123,6 +131,7 @@ class PullJoint(E.PushJoint):  # a PushJoint subclass so Expert records `stuck` 
             lead,
         )
         self.cap = cap  # pull speed (position action)
+        self.press = press  # hold the hand this far below its start height relative to the handle (a hook)
         self.free_cap = cap  # lets Expert._smooth pass it (the default clip is 0.3)
         self.after = 0
         self.stuck = False
@@ -143,7 +152,7 @@ class PullJoint(E.PushJoint):  # a PushJoint subclass so Expert records `stuck` 
             self.stuck = True
             return None
         self.t += 1
-        goal = np.asarray(self.handle(scene)) + self.offset
+        goal = np.asarray(self.handle(scene)) + self.offset - np.array([0.0, 0.0, self.press])
         err = goal - scene.eef_pos
         along = float(err @ self.pull_dir)
         cross = err - along * self.pull_dir
@@ -181,7 +190,8 @@ def handle_geoms(scene: Scene, drawer_body: int, out_dir: np.ndarray) -> list[in
 
 
 def plan_open_drawer(scene: Scene, region: str) -> list[E.Skill]:
-    """Turn the hand to face the cabinet (fingers vertical), pinch the handle bar, pull, release, back off."""
+    """Turn the hand to face the cabinet (fingers vertical), pinch the handle bar, pull, release, back off;
+    a handle too near the table for that (a bottom drawer) is hooked instead (`plan_hook_drawer`)."""
     joint, site_obj = _slide_joint(scene, region, "open")
     m = scene.model
     jid = m.joint_name2id(joint)
@@ -200,9 +210,7 @@ def plan_open_drawer(scene: Scene, region: str) -> list[E.Skill]:
     c0 = bar_centre(scene)
     table_top = _table_top(scene)
     if c0[2] - HAND_HALF_LENGTH < table_top + TABLE_CLEARANCE:
-        raise NotImplementedError(
-            f"no expert plan for goal (Open {region}): the handle is too close to the table for the hand"
-        )
+        return plan_hook_drawer(scene, region, joint, pull, bar, table_top)
     # point at the cabinet, pitched down (the wrist rides higher, clear of fixtures in front of the cabinet)
     pitch = np.deg2rad(PULL_PITCH_DEG)
     approach = -np.cos(pitch) * pull - np.sin(pitch) * up
@@ -226,14 +234,14 @@ def plan_open_drawer(scene: Scene, region: str) -> list[E.Skill]:
         return s.eef_pos + 0.12 * pull + np.array([0.0, 0.0, 0.06])
 
     return [
-        MoveToPose("approach", pre_grasp, approach, finger, gripper=-1.0, tol=0.01, rot_tol=0.1),
-        MoveToPose(
+        move_to_pose("approach", pre_grasp, approach, finger, gripper=-1.0, tol=0.01, rot_tol=0.1),
+        move_to_pose(
             "reach", grasp, approach, finger, gripper=-1.0, free_cap=0.6, tol=0.004, stop_on_stall=True
         ),
         E.Gripper("grasp_handle", close=True),
         PullJoint(bar_centre, pull, rot, is_open, lambda s: s.joint_q(joint)),
         E.Gripper("release_handle", close=False, min_steps=5),
-        MoveToPose("retreat", backed_off, approach, finger, gripper=-1.0, tol=0.01, max_steps=30),
+        move_to_pose("retreat", backed_off, approach, finger, gripper=-1.0, tol=0.01, max_steps=30),
     ]
 
 
@@ -310,8 +318,8 @@ def plan_close_drawer(scene: Scene, region: str) -> list[E.Skill]:
         return wrist_rot(s, down, across)
 
     return [
-        MoveToPose("approach", above, down, across, gripper=1.0, tol=0.02, rot_tol=0.1),
-        MoveToPose(
+        move_to_pose("approach", above, down, across, gripper=1.0, tol=0.02, rot_tol=0.1),
+        move_to_pose(
             "descend", pre_push, down, across, gripper=1.0, tol=0.006, stop_on_stall=True, max_steps=40
         ),
         PushJointPose(
@@ -322,7 +330,7 @@ def plan_close_drawer(scene: Scene, region: str) -> list[E.Skill]:
             state_closed,
             lambda s: s.joint_q(joint),
         ),
-        MoveToPose("retreat", backed_off, down, across, gripper=1.0, tol=0.01, max_steps=40),
+        move_to_pose("retreat", backed_off, down, across, gripper=1.0, tol=0.01, max_steps=40),
     ]
 
 
@@ -335,3 +343,74 @@ def _table_top(scene: Scene) -> float:
             continue
         return float(hi[2])
     return float("-inf")
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    """The hook that opens a drawer whose handle is too low for the pinch (lengths in m)."""
+
+    tilt_deg: float = 60.0  # approach this far from vertical, toward the cabinet
+    depth: float = 0.008  # fingertip centre this far behind the bar's back face (the slot is 1.6 cm)
+    over: float = 0.02  # ... and this far above the bar's top before dropping
+    drop: float = 0.03  # drop at most this far (it stops on the bar's back edge / in the slot)
+    tip: float = 0.009  # closed fingertips beyond the grip site
+    pre: float = 0.05  # approach from this far back along the tilted approach
+    press: float = 0.004  # pull this far below the landed height (keeps the hook engaged)
+    cap: float = 0.4  # pull speed (position action)
+    housing_drop: float = 0.012  # the hand housing's lowest point below the grip site at this tilt
+
+
+HOOK = HookSpec()
+
+
+def plan_hook_drawer(
+    scene: Scene, region: str, joint: str, pull: np.ndarray, bar: list[int], table_top: float
+) -> list[E.Skill]:
+    """Lay the closed fingertips over the handle bar, drop them behind it, pull (the hook), back off."""
+    h = HOOK
+    up = np.array([0.0, 0.0, 1.0])
+    across = np.array([-pull[1], pull[0], 0.0])
+    tilt = np.deg2rad(h.tilt_deg)
+    approach = -np.sin(tilt) * pull - np.cos(tilt) * up
+
+    def bar_centre(s: Scene) -> np.ndarray:
+        lo, hi = s.geoms_aabb(bar)
+        return (lo + hi) / 2.0
+
+    lo, hi = scene.geoms_aabb(bar)
+    c = (lo + hi) / 2.0
+    if float(hi[2]) - h.housing_drop < table_top + TABLE_CLEARANCE:
+        raise NotImplementedError(
+            f"no expert plan for goal (Open {region}): the handle is too close to the table even for the hook"
+        )
+    back = min(float(lo @ pull), float(hi @ pull))
+    # fingertip centre over the slot behind the bar, clear of the bar's top
+    tip = c + (back - h.depth - float(c @ pull)) * pull + (float(hi[2]) + h.over - c[2]) * up
+    over = tip - h.tip * approach
+
+    def rot(s: Scene) -> np.ndarray:
+        return wrist_rot(s, approach, across)
+
+    def is_open(s: Scene) -> bool:
+        return bool(s.inner.object_states_dict[region].is_open())
+
+    def backed_off(s: Scene) -> np.ndarray:
+        return s.eef_pos - 0.06 * approach + np.array([0.0, 0.0, 0.03])
+
+    return [
+        E.MovePose(
+            "approach",
+            lambda s: over - h.pre * approach,
+            rot,
+            1.0,
+            tol=0.008,
+            rot_tol=0.08,
+            free_cap=E.FREE.caps["approach"],
+        ),
+        E.MovePose("over", lambda s: over, rot, 1.0, tol=0.003, rot_tol=0.05, max_steps=60),
+        E.MovePose(
+            "drop", lambda s: over - h.drop * up, rot, 1.0, tol=0.003, stop_on_stall=True, max_steps=40
+        ),
+        PullJoint(bar_centre, pull, rot, is_open, lambda s: s.joint_q(joint), press=h.press, cap=h.cap),
+        E.MovePose("retreat", backed_off, rot, 1.0, tol=0.01, max_steps=40),
+    ]

@@ -216,12 +216,11 @@ def _choose_finger(scene: E.Scene, finger: np.ndarray, turn_yaw: float, margin: 
     return out
 
 
-class MoveToExact(E.MoveTo):
-    """MoveTo with exactly the given finger axis (MoveTo takes the nearer of +/- axis)."""
-
-    def start(self, scene: E.Scene) -> None:
-        super().start(scene)
-        self.rot = E.down_rotation(self.axis_fn(scene))
+def move_exact(
+    name: str, target: E.Target, finger_axis: E.Target, gripper: float, **kw: object
+) -> E.MovePose:
+    """The core MovePose pointing down with exactly the given finger axis (MoveTo takes the nearer of +/-)."""
+    return E.MovePose(name, target, lambda s: E.down_rotation(finger_axis(s)), gripper, **kw)  # type: ignore[arg-type]
 
 
 def plan_turn_knob(ex: E.Expert, scene: E.Scene, obj: str, on: bool) -> list[E.Skill]:
@@ -261,8 +260,8 @@ def plan_turn_knob(ex: E.Expert, scene: E.Scene, obj: str, on: bool) -> list[E.S
 
         hover = grip + np.array([0.0, 0.0, 0.045])  # open fingertips ~2 cm above the lever
         skills += [
-            MoveToExact("approach", lambda s, p=hover: p, axis_fn, gripper=-1.0, tol=0.012),
-            MoveToExact("descend", lambda s, p=grip: p, axis_fn, gripper=-1.0, tol=0.004, stop_on_stall=True),
+            move_exact("approach", lambda s, p=hover: p, axis_fn, gripper=-1.0, tol=0.012),
+            move_exact("descend", lambda s, p=grip: p, axis_fn, gripper=-1.0, tol=0.004, stop_on_stall=True),
             E.Gripper("grasp_knob", close=True),
             TurnGrasped(
                 joint,
@@ -550,10 +549,10 @@ def _push_arc_skills(
         return -0.05 * push.push_dir(s) + np.array([0.0, 0.0, 0.03])
 
     return [
-        MoveToExact(
+        move_exact(
             "approach", lambda s: pre(s) + np.array([0.0, 0.0, 0.03]), axis_fn, gripper=1.0, tol=0.015
         ),
-        MoveToExact("descend", pre, axis_fn, gripper=1.0, tol=0.006),
+        move_exact("descend", pre, axis_fn, gripper=1.0, tol=0.006),
         push,
         Retreat("retreat", back, gripper=1.0),
     ]
@@ -628,8 +627,8 @@ def plan_open_hinge(ex: E.Expert, scene: E.Scene, name: str) -> list[E.Skill]:
         return bool(done(s) or sign * (s.joint_q(joint) - q_switch) >= 0)
 
     return [
-        MoveToExact("approach", lambda s: grip + np.array([0.0, 0.0, 0.05]), axis_fn, gripper=-1.0, tol=0.01),
-        MoveToExact("descend", lambda s: grip, axis_fn, gripper=-1.0, tol=0.004, stop_on_stall=True),
+        move_exact("approach", lambda s: grip + np.array([0.0, 0.0, 0.05]), axis_fn, gripper=-1.0, tol=0.01),
+        move_exact("descend", lambda s: grip, axis_fn, gripper=-1.0, tol=0.004, stop_on_stall=True),
         E.Gripper("grasp_handle", close=True),
         TurnGrasped(joint, sign, pulled, lead=spec.lead / radius, extra_steps=0, max_steps=120),
         Lift("lift", 0.04),

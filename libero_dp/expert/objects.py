@@ -421,9 +421,8 @@ def _pitched_rot(finger: np.ndarray, approach: np.ndarray) -> np.ndarray:
 
 
 def _Pose(*args, **kwargs) -> E.Skill:  # noqa: N802 - a skill constructor
-    from libero_dp.expert.books import MovePose
-
-    return MovePose(*args, **kwargs)
+    """A MovePose kept at the plain cap (free_cap 0: `P.fast` leaves it alone) inside a fast plan."""
+    return E.MovePose(*args, free_cap=0.0, **kwargs)
 
 
 def plan_pick_place(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) -> list[E.Skill]:

@@ -448,7 +448,7 @@ def plan_pick_place(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) ->
         E.Gripper("release", close=False, min_steps=8),
         E.MoveTo("retreat", retreat_target, axis_fn, gripper=-1.0, tol=0.01, max_steps=40)
         if tip_dir is None
-        else MoveToRot("retreat", back_out, lambda s: s.eef_mat, gripper=-1.0, tol=0.01, max_steps=40),
+        else E.MovePose("retreat", back_out, lambda s: s.eef_mat, gripper=-1.0, tol=0.01, max_steps=40),
     ]
 
 
@@ -481,20 +481,6 @@ def _axis_rot(axis: np.ndarray, angle: float) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * (k @ k)
 
 
-class MoveToRot(E.MoveTo):
-    """MoveTo with an explicit hand rotation (`rot_fn`, read at start) instead of pointing down."""
-
-    def __init__(
-        self, name: str, target: E.Target, rot_fn: Callable[[E.Scene], np.ndarray], **kw: object
-    ) -> None:
-        super().__init__(name, target, lambda s: np.array([1.0, 0.0, 0.0]), **kw)  # type: ignore[arg-type]
-        self.rot_fn = rot_fn
-
-    def start(self, scene: E.Scene) -> None:
-        super().start(scene)
-        self.rot = self.rot_fn(scene)
-
-
 def tip_skills(obj: str, finger: np.ndarray, t: np.ndarray) -> list[E.Skill]:
     """Tilt the held object about its bottom edge on the `t` side (hand and grip point turn together about
     that edge), so that released it falls over onto its side."""
@@ -525,7 +511,7 @@ def tip_skills(obj: str, finger: np.ndarray, t: np.ndarray) -> list[E.Skill]:
     out: list[E.Skill] = []
     for a in TIP.angles:
         pos, rot = waypoint(a)
-        out.append(MoveToRot("tip", pos, rot, gripper=1.0, tol=0.01, rot_tol=0.1, max_steps=40))
+        out.append(E.MovePose("tip", pos, rot, gripper=1.0, tol=0.01, rot_tol=0.1, max_steps=40))
     return out
 
 

@@ -2,7 +2,8 @@
 
 (On|In obj target)   pick and place: books (caddy compartments, shelf slots), objects with handles or wide
                      rims (pans, mugs, moka pots) and table regions (objects), everything else (pick_place).
-(Open|Close x)       hinged doors (hinges) or slide-jointed drawers (drawers), by the joint that moves.
+(Open|Close x)       hinged doors (hinges) or slide-jointed drawers (drawers), by the joint that moves;
+                     a drawer opens by a pinch of its handle, or by a hook where the handle is too low.
 (Turnon|Turnoff x)   stove knobs (hinges).
 """
 
