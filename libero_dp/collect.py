@@ -58,6 +58,8 @@ def _cache_key(p: CollectParams) -> str:
     files = [*pkg, Path(bddl_mod.__file__), Path(sim.__file__)]
     code = b"".join(f.read_bytes() for f in files) + Path(__file__).read_bytes()
     fields = (p.init, p.seed, p.image_size, p.max_steps, p.steps_after_success, p.num_steps_wait)
+    if p.expert_top_action != 1.0:  # keeps the keys of episodes cached before the knob existed
+        fields = (*fields, p.expert_top_action)
     return hashlib.sha256(repr(fields).encode() + code).hexdigest()[:12]
 
 
@@ -92,7 +94,7 @@ def run_job(job: Job, p: CollectParams) -> dict:
         res = run_episode(
             env,
             job.task,
-            make_expert(job.task),
+            make_expert(job.task, top_action=p.expert_top_action),
             job.reset_seed,
             init,
             p.max_steps,

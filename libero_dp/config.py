@@ -30,6 +30,9 @@ class CollectParams(_Section):
     workers: int = Field(2, ge=1)
     # a task whose expert keeps failing: "error" stops the stage, "skip" leaves it out (listed in metrics)
     on_task_failure: Literal["error", "skip"] = "error"
+    # the expert's pace: largest position action of any phase (1.0 = 5 cm/step commanded); <= 0.3 turns its
+    # free-space speed profile off (~0.35 cm/step everywhere, like LIBERO's human demos)
+    expert_top_action: float = Field(1.0, ge=0.05, le=1.0)
     out_dir: str = "data/demos"
 
 

@@ -14,10 +14,10 @@ DRAWER = "libero_90:0"  # (Close wooden_cabinet_1_top_region)
 PICK_PLACE = "libero_90:9"  # (On akita_black_bowl_1 plate_1)
 
 
-def _run(task_sel: str, init_ids: list[int]) -> list[dict]:
+def _run(task_sel: str, init_ids: list[int], top_action: float = 1.0) -> list[dict]:
     task = sim.resolve_tasks(task_sel)[0]
     env = sim.make_env(task, render=False)
-    expert = make_expert(task)
+    expert = make_expert(task, top_action=top_action)
     inits = sim.official_init_states(task)
     out = []
     try:
@@ -136,3 +136,14 @@ def test_unsupported_goal_raises(tmp_path) -> None:
     edited = dataclasses.replace(sim.resolve_tasks(DRAWER)[0], bddl_file=str(bddl))
     with pytest.raises(NotImplementedError, match=r"no expert plan for goal \(squash wooden_cabinet_1"):
         make_expert(edited)
+
+
+@pytest.mark.sim
+def test_expert_pace_knob_slows_every_phase() -> None:
+    """collect.expert_top_action: at 0.3 no phase commands more than 0.3; slower, still a success."""
+    fast = _run(DRAWER, [3], top_action=1.0)[0]
+    slow = _run(DRAWER, [3], top_action=0.3)[0]
+    assert fast["success"] and slow["success"]
+    assert np.abs(fast["actions"][:, :3]).max() > 0.5  # the free-space speed profile is on by default
+    assert np.abs(slow["actions"][:, :3]).max() <= 0.3 + 1e-9
+    assert slow["steps_to_success"] > 1.4 * fast["steps_to_success"]

@@ -496,6 +496,9 @@ class Expert:
     categories: dict[str, str]
     limits: Limits = field(default_factory=Limits)
     max_pos_action: float = 0.3
+    # largest position action of any phase (1.0 commands 5 cm/step). At or below max_pos_action the free-space
+    # speed profile and the faster push/pull speeds are off: every move is P-controlled at <= max_pos_action
+    top_action: float = 1.0
 
     def __post_init__(self) -> None:
         self.limits.max_pos_action = self.max_pos_action
@@ -533,7 +536,7 @@ class Expert:
         skills = planner(self, scene, tuple(args))
         self._plan.extend(skills)
         if self._i < len(self._plan):
-            self._plan[self._i].start(scene)
+            self._start(self._plan[self._i], scene)
         return True
 
     @property
@@ -558,7 +561,7 @@ class Expert:
             self._on_skill_end(scene, skill)
             self._i += 1
             if self._i < len(self._plan):
-                self._plan[self._i].start(scene)
+                self._start(self._plan[self._i], scene)
             else:
                 self._next_goal(scene)
         if raw is None:  # plan finished: hold still, gripper as last commanded
@@ -584,6 +587,14 @@ class Expert:
         return "timed_out"
 
     # -- internals
+    def _start(self, skill: Skill, scene: Scene) -> None:
+        """Start a skill at the expert's pace: no phase moves faster than `top_action`."""
+        for attr in ("free_cap", "cap"):
+            v = getattr(skill, attr, None)
+            if isinstance(v, float) and v > self.top_action:
+                setattr(skill, attr, self.top_action)
+        skill.start(scene)
+
     def _smooth(self, raw: np.ndarray, free_cap: float | None = None) -> np.ndarray:
         """Clip to the phase's cap, then slew-limit (a free-space move, free_cap, may exceed the usual cap).
 
@@ -675,15 +686,24 @@ def order_goals(goal: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def make_expert(task: TaskSpec, max_pos_action: float = 0.3) -> Expert:
-    """An expert for `task`, planned from its bddl goal; goals no skill handles raise NotImplementedError."""
+def make_expert(task: TaskSpec, max_pos_action: float = 0.3, top_action: float = 1.0) -> Expert:
+    """An expert for `task`, planned from its bddl goal; goals no skill handles raise NotImplementedError.
+
+    `top_action` sets the pace: 1.0 lets free-space moves use the braking speed profile (~1.15 cm/step);
+    0.3 keeps every move at the plain cap (~0.35 cm/step), the slower pace of LIBERO's human demos."""
     with open(task.bddl_file) as fh:
         text = fh.read()
     goal = parse_goal(text)
     for pred, *args in goal:
         if pred not in PLANNERS:
             raise NotImplementedError(f"no expert plan for goal ({pred} {' '.join(args)}) of {task.name}")
-    return Expert(task=task, goal=goal, categories=parse_categories(text), max_pos_action=max_pos_action)
+    return Expert(
+        task=task,
+        goal=goal,
+        categories=parse_categories(text),
+        max_pos_action=max_pos_action,
+        top_action=top_action,
+    )
 
 
 def run_episode(
