@@ -73,12 +73,12 @@ def replay_specs(
     steps, for all of its actions (eval.max_steps does not cut a replay short)."""
     import h5py
 
-    from libero_dp.dataformat import demo_keys
+    from libero_dp.dataformat import demo_keys, readable
 
     if not demo_file.exists():
         raise FileNotFoundError(f"{demo_file}: no demo file for task {task.name} (eval.policy=replay)")
     out = []
-    with h5py.File(demo_file, "r") as f:
+    with readable(demo_file), h5py.File(demo_file, "r") as f:
         keys = demo_keys(f["data"])
         if not keys:
             raise ValueError(f"{demo_file}: no demo_<i> groups to replay")
