@@ -14,7 +14,8 @@ The package, one concern per module, imports flowing one way (each imports only 
 Each episode is an independent unit on a Ray actor; its record is cached as one JSON file the moment it
 arrives, keyed by a hash of everything that changes the result, outside the DVC output, so a killed run
 resumes. An exception inside an episode is that episode's error (cached: it is deterministic); an actor that
-dies costs one retry, then an error record that is not cached (OOM kills are transient: rerun on resume).
+dies costs one retry, then an error record that is not cached (OOM kills are transient: rerun on resume); an
+episode that runs past `eval.episode_timeout_s` is a `timeout` error (not cached either), its actor replaced.
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def evaluate(
     need_actors = bool(todo) or videos_missing(ep, specs, records, cache)
     if need_actors:
         with ray_session(ep.workers, ep.ray_address) as ray:
-            pool = Pool(ray, cfg, min(ep.workers, max(len(todo), 1)))
+            pool = Pool(ray, cfg, min(ep.workers, max(len(todo), 1)), ep.episode_timeout_s)
             setup = pool.setup()
             ctx = ray.get_runtime_context()
             cluster = {
@@ -206,7 +207,8 @@ def evaluate(
                     with atomic_path(record_path(cache, spec).with_suffix(".npz"), ".npz") as tmp:
                         with open(tmp, "wb") as fh:
                             np.savez_compressed(fh, **arrays)
-                if not rec.get("actor_died"):  # a dead worker may be transient (OOM): rerun on resume
+                # a dead worker (OOM) or a timeout (a loaded machine) may be transient: rerun on resume
+                if not rec.get("actor_died") and not rec.get("timed_out"):
                     write_json(record_path(cache, spec), rec)
                 records[spec.key] = rec
                 new_keys.append(spec.key)

@@ -27,7 +27,8 @@ from libero_dp.evaluate.controllers import Controller
 from libero_dp.evaluate.protocol import EpisodeSpec
 
 NOOP = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
-FAILURE_LABELS = ("error", "gripper_never_closed", "stuck", "timed_out_moving")
+# error: the episode raised; timeout: no result within eval.episode_timeout_s (its actor was killed)
+FAILURE_LABELS = ("error", "gripper_never_closed", "stuck", "timed_out_moving", "timeout")
 STUCK_WINDOW = 50  # steps at the end of a failed episode that are checked for motion
 STUCK_PATH_M = 0.01  # hand path length over that window below which the episode counts as stuck
 
@@ -189,7 +190,8 @@ def spec_fields(spec: EpisodeSpec, policy: str) -> dict[str, Any]:
     }
 
 
-def error_record(spec: EpisodeSpec, policy: str, error: str) -> dict[str, Any]:
+def error_record(spec: EpisodeSpec, policy: str, error: str, failure: str = "error") -> dict[str, Any]:
+    """The record of an episode that produced no rollout (setup failed, its actor died, it timed out)."""
     return {
         **spec_fields(spec, policy),
         "success": False,
@@ -209,6 +211,6 @@ def error_record(spec: EpisodeSpec, policy: str, error: str) -> dict[str, Any]:
         "info_keys_seen": [],
         "placement_hash": None,
         "gripper_closed": False,
-        "failure": "error",
+        "failure": failure,
         "eef_path": [],
     }
