@@ -117,9 +117,12 @@ class Pool:
         for i in range(len(self.actors)):
             submit(i)
         while inflight:
-            ready, _ = self.ray.wait([*inflight, *waiting], num_returns=1, timeout=wait_s())
-            if not ready:  # the oldest episode ran out of time
+            if self.timeout is not None:  # before waiting: results of other actors must not delay this
                 self._time_out(inflight, started, on_done, submit)
+                if not inflight:
+                    break
+            ready, _ = self.ray.wait([*inflight, *waiting], num_returns=1, timeout=wait_s())
+            if not ready:  # the oldest episode ran out of time: recorded at the top of the loop
                 continue
             ref = ready[0]
             if ref in waiting:  # a replacement actor is ready: its episode's clock starts now
