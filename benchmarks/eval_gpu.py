@@ -7,7 +7,7 @@ Each worker (a spawned process) owns one LIBERO env of the task (libero_dp.sim) 
 official init states, as evaluation does: `reset_to(env, k, init_state_k)`, `--wait` no-op steps, then
 `--episode-steps` policy steps. The policy re-plans every `--replan` steps: at each re-plan it reads both
 cameras for the current and the previous step (image history 2), rendered with `sim.render_views` only at
-those steps (evaluate.py's on-demand schedule), and runs a forward pass of the project's DiffusionPolicy
+those steps (evaluate.episode's on-demand schedule), and runs a forward pass of the project's DiffusionPolicy
 (`libero_dp.policy`, random weights, `--preset`) with `--sampling-steps` solver steps (`libero_dp.sampling`),
 on `--device`. The executed actions come from the scripted expert (`libero_dp.expert`, pure numpy), so the
 arm moves realistically (pushes the drawer closed); the policy's chunk is computed and timed but not executed.

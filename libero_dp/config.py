@@ -130,6 +130,9 @@ class EvalParams(_Section):
         None  # None = local Ray with `workers` CPUs; else connect (e.g. "auto", "ray://h:10001")
     )
     threads_per_worker: int = Field(1, ge=1)  # torch intra-op threads per eval actor
+    # wall-clock limit per episode: past it the episode is a `timeout` error and its actor is replaced
+    # (None = no limit)
+    episode_timeout_s: float | None = Field(600.0, gt=0)
     # policy=expert only: render the frames a policy re-planning every n steps (with this image history)
     # would read, so a scripted-expert protocol run costs what a learned policy's would; 0 = no images
     expert_image_every: int = Field(0, ge=0)

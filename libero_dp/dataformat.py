@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,6 +140,20 @@ def _err(path: Path, where: str, msg: str) -> DemoFileError:
     return DemoFileError(f"{path}: {where}: {msg}")
 
 
+@contextmanager
+def readable(path: str | Path, where: str = "") -> Iterator[None]:
+    """h5py's own OSError (a truncated or corrupted file, a chunk that does not decompress) comes without the
+    file's name: re-raise it as a DemoFileError naming the file (and the demo/key being read)."""
+    try:
+        yield
+    except OSError as e:
+        at = f"{where}: " if where else ""
+        raise DemoFileError(
+            f"{path}: {at}HDF5 cannot read it ({e}); expected a complete, readable LIBERO *_demo.hdf5 file "
+            "(truncated or corrupted: copy or collect it again)"
+        ) from None
+
+
 def _check_array(
     path: Path, where: str, ds: object, dtype_kind: str, trailing: tuple, length: int | None
 ) -> None:
@@ -158,6 +174,46 @@ def _check_array(
             raise _err(path, where, f"contains NaN/inf (first at step {bad}); expected finite values")
 
 
+def _check_demo(
+    path: Path, k: str, d: h5py.Group, min_length: int, image_size: int | None
+) -> tuple[int, int, int]:
+    """One demo's datasets and attrs; returns (length, first action index, image size)."""
+    if "actions" not in d:
+        raise _err(path, f"data/{k}/actions", "missing dataset")
+    _check_array(path, f"data/{k}/actions", d["actions"], "f", (7,), None)
+    t = d["actions"].shape[0]
+    if t == 0:
+        raise _err(path, f"data/{k}", "empty demo (0 steps)")
+    if t < min_length:
+        raise _err(
+            path,
+            f"data/{k}",
+            f"demo has {t} steps; expected at least extract.min_length={min_length}",
+        )
+    if "obs" not in d:
+        raise _err(path, f"data/{k}/obs", "missing group")
+    for ik in OBS_IMAGE_KEYS:
+        if ik not in d["obs"]:
+            raise _err(path, f"data/{k}/obs/{ik}", "missing dataset")
+        ds = d["obs"][ik]
+        if ds.dtype != np.uint8 or ds.ndim != 4 or ds.shape[-1] != 3 or ds.shape[1] != ds.shape[2]:
+            raise _err(path, f"data/{k}/obs/{ik}", f"expected uint8 (T, S, S, 3), got {ds.dtype} {ds.shape}")
+        if ds.shape[0] != t:
+            raise _err(path, f"data/{k}/obs/{ik}", f"length {ds.shape[0]} does not match actions length {t}")
+        if image_size is None:
+            image_size = ds.shape[1]
+        elif ds.shape[1] != image_size:
+            raise _err(path, f"data/{k}/obs/{ik}", f"image size {ds.shape[1]} differs from {image_size}")
+    for ok, trailing in REQUIRED_OBS.items():
+        if ok not in d["obs"]:
+            raise _err(path, f"data/{k}/obs/{ok}", "missing dataset")
+        _check_array(path, f"data/{k}/obs/{ok}", d["obs"][ok], "f", trailing, t)
+    wait = int(d.attrs.get("num_steps_wait", 0))
+    if not 0 <= wait < t - 1:
+        raise _err(path, f"data/{k}.attrs['num_steps_wait']", f"expected 0 <= value < {t - 1}, got {wait}")
+    return t, max(wait, 1), int(image_size)
+
+
 def validate_task_file(path: str | Path, min_length: int = 1) -> TaskFile:
     """Open and check every demo of a file; raise DemoFileError naming file, demo and key on any problem."""
     path = Path(path)
@@ -165,7 +221,9 @@ def validate_task_file(path: str | Path, min_length: int = 1) -> TaskFile:
         raise DemoFileError(f"{path}: file not found")
     if not h5py.is_hdf5(path):
         raise DemoFileError(f"{path}: not an HDF5 file; expected a LIBERO *_demo.hdf5 file")
-    with h5py.File(path, "r") as f:
+    with readable(path):
+        f = h5py.File(path, "r")
+    with f, readable(path):
         if "data" not in f:
             raise _err(path, "/", "missing group 'data' (official LIBERO layout)")
         g = f["data"]
@@ -183,50 +241,10 @@ def validate_task_file(path: str | Path, min_length: int = 1) -> TaskFile:
             raise _err(path, "data", "no demo_<i> groups; expected at least one demonstration")
         lengths, firsts, image_size = [], [], None
         for k in keys:
-            d = g[k]
-            if "actions" not in d:
-                raise _err(path, f"data/{k}/actions", "missing dataset")
-            _check_array(path, f"data/{k}/actions", d["actions"], "f", (7,), None)
-            t = d["actions"].shape[0]
-            if t == 0:
-                raise _err(path, f"data/{k}", "empty demo (0 steps)")
-            if t < min_length:
-                raise _err(
-                    path,
-                    f"data/{k}",
-                    f"demo has {t} steps; expected at least extract.min_length={min_length}",
-                )
-            if "obs" not in d:
-                raise _err(path, f"data/{k}/obs", "missing group")
-            for ik in OBS_IMAGE_KEYS:
-                if ik not in d["obs"]:
-                    raise _err(path, f"data/{k}/obs/{ik}", "missing dataset")
-                ds = d["obs"][ik]
-                if ds.dtype != np.uint8 or ds.ndim != 4 or ds.shape[-1] != 3 or ds.shape[1] != ds.shape[2]:
-                    raise _err(
-                        path, f"data/{k}/obs/{ik}", f"expected uint8 (T, S, S, 3), got {ds.dtype} {ds.shape}"
-                    )
-                if ds.shape[0] != t:
-                    raise _err(
-                        path, f"data/{k}/obs/{ik}", f"length {ds.shape[0]} does not match actions length {t}"
-                    )
-                if image_size is None:
-                    image_size = ds.shape[1]
-                elif ds.shape[1] != image_size:
-                    raise _err(
-                        path, f"data/{k}/obs/{ik}", f"image size {ds.shape[1]} differs from {image_size}"
-                    )
-            for ok, trailing in REQUIRED_OBS.items():
-                if ok not in d["obs"]:
-                    raise _err(path, f"data/{k}/obs/{ok}", "missing dataset")
-                _check_array(path, f"data/{k}/obs/{ok}", d["obs"][ok], "f", trailing, t)
-            wait = int(d.attrs.get("num_steps_wait", 0))
-            if not 0 <= wait < t - 1:
-                raise _err(
-                    path, f"data/{k}.attrs['num_steps_wait']", f"expected 0 <= value < {t - 1}, got {wait}"
-                )
+            with readable(path, f"data/{k}"):  # an unreadable chunk names its demo
+                t, first, image_size = _check_demo(path, k, g[k], min_length, image_size)
             lengths.append(t)
-            firsts.append(max(wait, 1))
+            firsts.append(first)
         problem = str(info.get("problem_name", ""))
     return TaskFile(path, language, problem, keys, lengths, int(image_size), firsts)
 
@@ -234,7 +252,7 @@ def validate_task_file(path: str | Path, min_length: int = 1) -> TaskFile:
 def read_demo(path: str | Path, key: str) -> dict[str, np.ndarray]:
     """Arrays of one demo (after validation), as a flat dict: actions, obs keys, states if present."""
     out: dict[str, np.ndarray] = {}
-    with h5py.File(path, "r") as f:
+    with readable(path, f"data/{key}"), h5py.File(path, "r") as f:
         d = f["data"][key]
         out["actions"] = d["actions"][()]
         for k in (*OBS_IMAGE_KEYS, *REQUIRED_OBS):

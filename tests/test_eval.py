@@ -41,7 +41,8 @@ class StandIn:
 
     The episode index comes from the sampling seed (reset_seed*1000 + chunk, reset_seed = i for seed 0).
     Faults: raise_on -> RuntimeError; exit_on -> os._exit (the actor dies); exit_once_on -> dies only on the
-    first attempt (marker file). Every first call of an episode is logged as a file in count_dir.
+    first attempt (marker file); hang_on -> never returns (sleeps). Every first call of an episode is logged
+    as a file in count_dir.
     """
 
     def __init__(
@@ -54,11 +55,13 @@ class StandIn:
         exit_on: tuple[int, ...] = (),
         exit_once_on: tuple[int, ...] = (),
         move: float = 0.0,
+        hang_on: tuple[int, ...] = (),
     ) -> None:
         self.horizon, self.image_history, self.mode = horizon, image_history, mode
         self.count_dir, self.raise_on = count_dir, raise_on
         self.exit_on, self.exit_once_on = exit_on, exit_once_on
         self.move = move
+        self.hang_on = hang_on
         self.calls = 0
         self.seen: list[dict] = []
 
@@ -72,6 +75,8 @@ class StandIn:
             raise RuntimeError(f"stand-in failure on episode {episode}")
         if episode in self.exit_on:
             os._exit(3)
+        while episode in self.hang_on:  # a policy that never returns: only killing its process ends it
+            time.sleep(3600)
         marker = Path(self.count_dir, f"died_once_e{episode}")
         if episode in self.exit_once_on and not marker.exists():
             marker.touch()
@@ -298,6 +303,43 @@ def test_fault_isolation_retry_and_resume(tmp_path: Path) -> None:
     assert runs() == {0: 1, 1: 1, 2: 4, 3: 2, 4: 1}
     assert m2["timing"]["episodes_cached"] == 4 and m2["timing"]["episodes_run"] == 1
     assert [r["success"] for r in _records(tmp_path / "eval")] == [r["success"] for r in recs.values()]
+
+
+def test_hung_episode_times_out_and_the_run_goes_on(tmp_path: Path) -> None:
+    """Episode 1's policy never returns: after eval.episode_timeout_s its actor is killed, the episode is a
+    `timeout` error (counted in the failures), a fresh actor runs episode 2, and the run finishes."""
+    limit = 40.0  # > an 8-step episode with env construction on a loaded CPU; the hang costs this long
+    factory = functools.partial(StandIn, hang_on=(1,))
+    ep = _params(episodes_per_task=3, workers=1, max_steps=8, num_steps_wait=0, episode_timeout_s=limit)
+    stats = identity_stats(tmp_path / "stats.json")
+    t0 = time.monotonic()
+    m = ev.evaluate(
+        ep,
+        ExecParams(steps=8),
+        tmp_path / "models",
+        stats,
+        tmp_path / "demos",
+        tmp_path / "eval",
+        tmp_path / "cache",
+        runner_factory=factory,
+        progress=False,
+    )
+    took = time.monotonic() - t0
+    recs = {r["episode"]: r for r in _records(tmp_path / "eval")}
+    assert sorted(recs) == [0, 1, 2]
+    hung = recs[1]
+    assert hung["failure"] == "timeout" and hung["error"].startswith("timeout: no result after")
+    assert "eval.episode_timeout_s=40" in hung["error"] and hung["steps"] == 0 and not hung["success"]
+    assert limit <= hung["wall_s"] < limit + 30 and took >= limit
+    for e in (0, 2):
+        assert recs[e]["error"] is None and recs[e]["steps"] == 8, recs[e]
+    assert recs[0]["pid"] != recs[2]["pid"]  # the hung actor was replaced by a fresh process
+    task = m["tasks"][hung["task"]]
+    assert task["errors"] == 1 and task["failures"]["timeout"] == 1 and task["n"] == 3
+    assert m["overall"]["failures"]["timeout"] == 1 and m["timing"]["episodes_run"] == 3
+    # a timeout may come from a loaded machine, not the episode: it is not cached, a resume reruns it
+    cached = {p.stem for p in (tmp_path / "cache").rglob("s0_e*.json")}
+    assert cached == {"s0_e000", "s0_e002"}
 
 
 def test_eval_render_equals_training_frames(tiny_demos, tiny_extracted: Path) -> None:

@@ -114,3 +114,47 @@ def test_extract_rejects_non_hdf5_and_short(tiny_demos, tmp_path: Path) -> None:
     with pytest.raises(DemoFileError, match="file not found for task 'NOPE'"):
         extract(ExtractParams(source_dir=str(good), tasks=["NOPE"], out_dir=str(tmp_path / "o")))
     assert not (tmp_path / "o").exists()
+
+
+def _copy_demo_file(src_dir: Path, tmp: Path) -> Path:
+    d = tmp / "src"
+    d.mkdir()
+    src = next(src_dir.glob("*_demo.hdf5"))
+    shutil.copy(src, d / src.name)
+    return d / src.name
+
+
+def test_extract_rejects_truncated_file(tiny_demos, tmp_path: Path) -> None:
+    """A file cut short (an interrupted copy or download) still starts like HDF5, so h5py's own OSError used
+    to come through without the file's name: now it is a DemoFileError naming the file, and nothing is
+    written."""
+    dst = _copy_demo_file(tiny_demos[0], tmp_path)
+    size = dst.stat().st_size
+    with open(dst, "r+b") as f:
+        f.truncate(size // 2)
+    assert h5py.is_hdf5(dst)  # the signature survives: only reading the file finds the damage
+    out = tmp_path / "out"
+    with pytest.raises(DemoFileError) as e:
+        extract(ExtractParams(source_dir=str(dst.parent), out_dir=str(out), min_length=10))
+    msg = str(e.value)
+    assert msg.startswith(f"{dst}: ") and "truncated" in msg
+    assert "expected a complete, readable LIBERO *_demo.hdf5 file" in msg
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))  # no partial output
+
+
+def test_extract_rejects_corrupted_image_chunk(tiny_demos, tmp_path: Path) -> None:
+    """Damage inside a compressed image chunk passes validation (images are read only when extracting) and
+    fails mid-extraction: the error names the file and the demo, and the half-written output is removed."""
+    dst = _copy_demo_file(tiny_demos[0], tmp_path)
+    with h5py.File(dst, "r") as f:
+        chunk = f["data/demo_1/obs/agentview_rgb"].id.get_chunk_info(3)
+    with open(dst, "r+b") as f:
+        f.seek(chunk.byte_offset)
+        f.write(b"\xff" * chunk.size)
+    out = tmp_path / "out"
+    with pytest.raises(DemoFileError) as e:
+        extract(ExtractParams(source_dir=str(dst.parent), out_dir=str(out), min_length=10))
+    msg = str(e.value)
+    assert msg.startswith(f"{dst}: data/demo_1: HDF5 cannot read it")
+    assert "expected a complete, readable LIBERO *_demo.hdf5 file" in msg
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
