@@ -351,9 +351,10 @@ class RDTPolicy(nn.Module):
             per_frame = self.vision.tokens_per_frame
             if per_frame > cfg.img_patches:
                 raise ValueError(f"{per_frame} image tokens per frame exceed img_patches={cfg.img_patches}")
-            # the project's encoder emits (camera, history, token); RDT's grid is (history, camera, patch)
-            c, k, p = np.meshgrid(
-                np.arange(cfg.num_cameras), np.arange(cfg.img_history), np.arange(per_frame), indexing="ij"
+            # tokens come in RDT's (history, camera, patch) order; with fewer cameras or tokens per frame than
+            # the grid has, each takes its own row of the grid's position embedding
+            k, c, p = np.meshgrid(
+                np.arange(cfg.img_history), np.arange(cfg.num_cameras), np.arange(per_frame), indexing="ij"
             )
             index = torch.from_numpy(((k * cfg.img_cameras + c) * cfg.img_patches + p).reshape(-1))
         self.register_buffer("img_pos_index", index, persistent=False)
@@ -363,10 +364,13 @@ class RDTPolicy(nn.Module):
                 nn.init.normal_(p_, std=0.02)
 
     def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, ncam, K, S, S, 3) -> (B, N, img_token_dim)."""
+        """uint8 (B, ncam, K, S, S, 3) -> (B, N, img_token_dim), ordered (history, camera, token) as RDT."""
         if self.cfg.vision == "siglip":
             return self.siglip(images)
-        return self.vision(images)
+        b, ncam, k = images.shape[:3]
+        tokens = self.vision(images)  # (camera, history, token) order
+        d = tokens.shape[-1]
+        return tokens.reshape(b, ncam, k, -1, d).transpose(1, 2).reshape(b, -1, d)
 
     def encode_obs(
         self, proprio: torch.Tensor, images: torch.Tensor, lang: torch.Tensor, lang_mask: torch.Tensor
@@ -384,6 +388,23 @@ class RDTPolicy(nn.Module):
             lang_mask=lang_mask,
         )
 
+    def encode_tokens(
+        self,
+        state: torch.Tensor,
+        lang_tokens: torch.Tensor,
+        lang_mask: torch.Tensor,
+        img_tokens: torch.Tensor,
+    ) -> ObsEncoding:
+        """RDT's own inputs: state (B, 128) in the unified vector, T5 tokens (B, L, lang_token_dim), SigLIP
+        tokens (B, img_cond_len, img_token_dim) ordered (history, camera, patch), as the runner takes them."""
+        mask = self.slot_mask.to(state.dtype).expand(state.shape[0], 1, -1)
+        return ObsEncoding(
+            state=self.state_adaptor(torch.cat([state[:, None], mask], dim=-1)),
+            image=self.img_adaptor(img_tokens),
+            lang=self.lang_adaptor(lang_tokens),
+            lang_mask=lang_mask,
+        )
+
     def denoise(self, noisy_actions: torch.Tensor, timesteps: torch.Tensor, obs: ObsEncoding) -> torch.Tensor:
         """noisy_actions (B, H, 128), timesteps (B,) -> the model output (B, H, 128)."""
         b, h, _ = noisy_actions.shape
@@ -391,7 +412,9 @@ class RDTPolicy(nn.Module):
         actions = self.state_adaptor(torch.cat([noisy_actions, mask], dim=-1))
         x = torch.cat([obs.state.to(actions.dtype), actions], dim=1)
         freq = torch.full((1,), self.cfg.ctrl_freq, device=x.device)
-        return self.model(x, freq, timesteps, obs.lang, obs.image, obs.lang_mask, self.img_pos_index)
+        full_grid = obs.image.shape[1] == self.cfg.img_cond_len  # the tokens fill the grid in order
+        index = None if full_grid else self.img_pos_index
+        return self.model(x, freq, timesteps, obs.lang, obs.image, obs.lang_mask, index)
 
     def forward(
         self,

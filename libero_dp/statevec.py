@@ -60,6 +60,14 @@ class StateVec:
         self.size = size
         self.mask = np.zeros(size, np.float32)
         self.mask[list(self.slots)] = 1.0
+        self._index: dict[torch.device, torch.Tensor] = {}
+
+    def index(self, device: torch.device) -> torch.Tensor:
+        """The slots as a tensor on `device`, made once: indexing with a Python list would copy it from the
+        host on every call, which a CUDA graph cannot capture."""
+        if device not in self._index:
+            self._index[device] = torch.tensor(self.slots, device=device)
+        return self._index[device]
 
     def lift(self, x: T) -> T:
         """(..., D) -> (..., 128) with x in its slots and zeros in every other one."""
@@ -69,8 +77,7 @@ class StateVec:
             )
         if isinstance(x, torch.Tensor):
             out = x.new_zeros((*x.shape[:-1], self.size))
-            out[..., list(self.slots)] = x
-            return out
+            return out.index_copy(-1, self.index(x.device), x)
         out = np.zeros((*x.shape[:-1], self.size), dtype=x.dtype)
         out[..., list(self.slots)] = x
         return out
@@ -79,6 +86,8 @@ class StateVec:
         """(..., 128) -> (..., D): the used slots, in order."""
         if v.shape[-1] != self.size:
             raise ValueError(f"expected (..., {self.size}) state vectors, got {tuple(v.shape)}")
+        if isinstance(v, torch.Tensor):
+            return v.index_select(-1, self.index(v.device))
         return v[..., list(self.slots)]
 
     def mask_like(self, ref: torch.Tensor) -> torch.Tensor:
