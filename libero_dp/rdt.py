@@ -70,6 +70,11 @@ class RDTConfig:
             )
         if self.vision == "siglip" and not self.siglip_path:
             raise ValueError("rdt vision 'siglip' needs siglip_path (a local SigLIP so400m folder)")
+        if self.vision == "siglip" and (self.img_token_dim, self.img_patches) != (1152, 729):
+            raise ValueError(
+                f"SigLIP so400m-patch14-384 gives 729 tokens of 1152 per frame; this rdt size expects "
+                f"{self.img_patches} of {self.img_token_dim} (use preset rdt170m or rdt1b)"
+            )
 
     @property
     def action_dim(self) -> int:
