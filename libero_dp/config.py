@@ -83,7 +83,15 @@ class WindowsParams(_Section):
 
 
 class TrainParams(_Section):
-    preset: Literal["tiny", "small", "rdt170m"] = "tiny"
+    # dp: the project's RDT-style policy; rdt: RDT's own architecture and parameter names (rdt.py)
+    policy: Literal["dp", "rdt"] = "dp"
+    preset: Literal["tiny", "small", "rdt170m", "rdt1b"] = "tiny"
+    # checkpoint to start from: an official RDT file/folder or a models/ output; a folder holding no weights
+    # file (the default pretrained/, only a README) means from scratch
+    init_from: str | None = None
+    init_weights: Literal["ema", "raw"] = "ema"  # which weights of a folder holding both
+    siglip_path: str | None = None  # rdt: local SigLIP so400m-patch14-384 folder -> image tokens
+    t5_path: str | None = None  # local T5-v1.1-XXL folder -> language tokens (cached per instruction)
     steps: int = Field(4000, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(3e-4, gt=0)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 
-from libero_dp.policy import DiffusionPolicy, ObsEncoding, PolicyConfig
+from libero_dp.policy import DiffusionPolicy, ObsEncoding
 
 PredictionType = Literal["sample", "epsilon"]
 
@@ -63,9 +63,14 @@ def diffusion_loss(
     target = actions if prediction_type == "sample" else noise
     err = (pred - target).square()
     valid = batch["mask"][..., None].to(err.dtype)
-    loss = (err * valid).sum() / (valid.sum() * err.shape[-1]).clamp_min(1.0)
+    if "dim_weight" in batch:  # the rdt policy: only the state vector's used slots count
+        err = err * batch["dim_weight"].to(err.dtype)
+        dims = batch["dim_weight"].sum()
+    else:
+        dims = err.shape[-1]
+    loss = (err * valid).sum() / (valid.sum() * dims).clamp_min(1.0)
     padded = 1.0 - valid
-    loss_padded = (err * padded).sum() / (padded.sum() * err.shape[-1]).clamp_min(1.0)
+    loss_padded = (err * padded).sum() / (padded.sum() * dims).clamp_min(1.0)
     # Detached tensors, not floats: reading them would stall the GPU every step; the caller reads at log time.
     return loss, {"loss": loss.detach(), "loss_padded": loss_padded.detach()}
 
@@ -99,8 +104,10 @@ class PolicyRunner:
         sampling_steps: int,
         cameras: list[str],
         language_cache: Path | None = None,
+        t5_path: str | None = None,
     ):
         self.model = model.eval()
+        self.t5_path = t5_path
         self.scheduler = scheduler
         self.sampling_steps = sampling_steps
         self.cameras = cameras
@@ -111,16 +118,21 @@ class PolicyRunner:
     def load(
         cls, models_dir: Path, weights: str = "ema", device: str = "cpu", sampling_steps: int = 5
     ) -> PolicyRunner:
-        """Build from a training output folder; weights 'ema' (the EMA weights) or 'raw' (the last step's)."""
+        """Build from a training output folder; weights 'ema' (the EMA weights) or 'raw' (the last step's).
+
+        The policy's kind (dp / rdt) and size come from config.json; the weights load strictly."""
         from safetensors.torch import load_file
+
+        from libero_dp.checkpoint import build_policy, load_weights
 
         models_dir = Path(models_dir)
         files = {"ema": "ema.safetensors", "raw": "model.safetensors"}
         if weights not in files:
             raise ValueError(f"weights {weights!r}: expected one of {sorted(files)}")
         config = json.loads((models_dir / "config.json").read_text())
-        model = DiffusionPolicy(PolicyConfig(**config["policy"]))
-        model.load_state_dict(load_file(models_dir / files[weights]))
+        model = build_policy(config.get("kind", "dp"), config["policy"])
+        file = models_dir / files[weights]
+        load_weights(model, load_file(file), str(file))
         train = config["train"]
         scheduler = inference_scheduler(train["prediction_type"], train["num_train_timesteps"])
         return cls(
@@ -129,6 +141,7 @@ class PolicyRunner:
             sampling_steps,
             config["dataset"]["cameras"],
             models_dir / "language.safetensors",
+            train.get("t5_path"),
         )
 
     @property
@@ -152,7 +165,7 @@ class PolicyRunner:
             if cam not in frames or frames[cam].shape[0] != k or frames[cam].dtype != np.uint8:
                 got = None if cam not in frames else (frames[cam].shape, frames[cam].dtype)
                 raise ValueError(f"frames[{cam!r}]: expected ({k}, S, S, 3) uint8, got {got}")
-        emb, mask = embed_instructions([language], self.language_cache, update_cache=False)[language]
+        emb, mask = embed_instructions([language], self.language_cache, False, self.t5_path)[language]
         images = np.stack([frames[c] for c in self.cameras])[None]
         tensors = [
             torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
@@ -161,4 +174,6 @@ class PolicyRunner:
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         obs = self.model.encode_obs(*tensors)
         chunk = sample(self.model, obs, self.scheduler, self.sampling_steps, generator)
+        if hasattr(self.model, "to_data"):  # the rdt policy samples 128-d state vectors
+            chunk = self.model.to_data(chunk)
         return chunk[0].float().cpu().numpy()

@@ -27,12 +27,15 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from libero_dp import checkpoint
 from libero_dp.config import TrainParams
 from libero_dp.dataformat import OBS_IMAGE_KEYS
 from libero_dp.fileio import atomic_path, write_json
-from libero_dp.language import language_table
-from libero_dp.policy import DiffusionPolicy, count_params, preset
+from libero_dp.language import language_table, token_dim
+from libero_dp.policy import DiffusionPolicy, count_params
+from libero_dp.rdt import RDTPolicy
 from libero_dp.sampling import diffusion_loss, inference_scheduler, sample, train_scheduler
+from libero_dp.statevec import libero_slots
 from libero_dp.tracking import stage_run
 from libero_dp.units import Transform
 from libero_dp.windows import WindowDataset
@@ -143,16 +146,49 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
 
 
 def _to_device(
-    batch: dict[str, torch.Tensor], device: torch.device, lang: tuple[torch.Tensor, torch.Tensor]
+    batch: dict[str, torch.Tensor],
+    device: torch.device,
+    lang: tuple[torch.Tensor, torch.Tensor],
+    model: torch.nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
+    """On the device, with the task's language tokens; for the rdt policy, actions in the 128-d state vector
+    with the loss restricted to the slots LIBERO fills (the others are masked out at inference)."""
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     out["lang"], out["lang_mask"] = lang[0][out["task_id"]], lang[1][out["task_id"]]
+    if isinstance(model, RDTPolicy):
+        out["actions"] = model.statevec.lift(out["actions"])
+        out["dim_weight"] = model.slot_mask
     return out
+
+
+def data_actions(model: torch.nn.Module, chunk: torch.Tensor) -> torch.Tensor:
+    """Sampled chunks -> the scale stage's model units (the rdt policy samples 128-d state vectors)."""
+    return model.to_data(chunk) if isinstance(model, RDTPolicy) else chunk
+
+
+def policy_config(params: TrainParams, ds: WindowDataset) -> Any:
+    """The policy's config from its kind and size (params) and the data's dims."""
+    dims: dict[str, Any] = dict(horizon=ds.horizon, num_cameras=ds.num_cameras)
+    if params.policy == "dp":
+        if params.siglip_path or params.t5_path:
+            raise ValueError("train.siglip_path / train.t5_path: RDT's encoders need train.policy=rdt")
+        dims.update(action_dim=ds.action_dim, proprio_dim=ds.proprio_dim, image_history=ds.image_history)
+        return checkpoint.make_config("dp", params.preset, **dims)
+    if params.preset == "small":
+        raise ValueError("train.preset=small is a dp size; the rdt policy has tiny, rdt170m and rdt1b")
+    transform = Transform.load(ds.transform_path)
+    slots = libero_slots(transform.action_names, "actions")
+    if libero_slots(transform.proprio_names, "proprio") != slots:
+        raise ValueError(f"{ds.transform_path}: proprio and actions fill different RDT slots")
+    dims.update(img_history=ds.image_history, slots=slots, lang_dim=token_dim(params.t5_path))
+    if params.siglip_path:
+        dims.update(vision="siglip", siglip_path=params.siglip_path)
+    return checkpoint.make_config("rdt", params.preset, **dims)
 
 
 @torch.no_grad()
 def validate(
-    model: DiffusionPolicy,
+    model: DiffusionPolicy | RDTPolicy,
     loader: DataLoader,
     lang: tuple[torch.Tensor, torch.Tensor],
     transform: Transform,
@@ -168,10 +204,11 @@ def validate(
     sq_model = sq_raw = 0.0
     count = 0
     for batch in loader:
-        b = _to_device(batch, device, lang)
+        b = _to_device(batch, device, lang)  # actions stay in data units here: they are only compared
         with autocast:
             obs = model.encode_obs(b["proprio"], b["images"], b["lang"], b["lang_mask"])
-            pred = sample(model, obs, scheduler, VAL_SAMPLING_STEPS, generator).float().cpu().numpy()
+            pred = sample(model, obs, scheduler, VAL_SAMPLING_STEPS, generator)
+            pred = data_actions(model, pred).float().cpu().numpy()
         gt, valid = batch["actions"].numpy(), batch["mask"].numpy()
         sq_model = sq_model + ((pred - gt) ** 2)[valid].sum(0)
         raw_err = transform.actions_from_model(pred) - transform.actions_from_model(gt)
@@ -259,16 +296,14 @@ def train(params: TrainParams, windows_dir: Path, out_dir: Path) -> dict:
         val_ds = WindowDataset(windows_dir, "val")
     except FileNotFoundError:  # scale.val_fraction = 0: nothing held out
         val_ds = None
-    cfg = preset(
-        params.preset,
-        action_dim=train_ds.action_dim,
-        proprio_dim=train_ds.proprio_dim,
-        horizon=train_ds.horizon,
-        num_cameras=train_ds.num_cameras,
-        image_history=train_ds.image_history,
-    )
+    cfg = policy_config(params, train_ds)
     dataset = _dataset_info(windows_dir, train_ds, val_ds)
-    config = {"policy": cfg.to_dict(), "train": params.model_dump(), "dataset": dataset}
+    config = {
+        "kind": params.policy,
+        "policy": cfg.to_dict(),
+        "train": params.model_dump(),
+        "dataset": dataset,
+    }
     fingerprint = {
         "policy": cfg.to_dict(),
         "dataset": dataset,
@@ -276,12 +311,21 @@ def train(params: TrainParams, windows_dir: Path, out_dir: Path) -> dict:
     }
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    emb, mask = language_table(train_ds.languages, out_dir / "language.safetensors" if dd.main else None)
+    emb, mask = language_table(
+        train_ds.languages, out_dir / "language.safetensors" if dd.main else None, params.t5_path
+    )
     lang = (torch.from_numpy(emb).to(device), torch.from_numpy(mask).to(device))
     transform = Transform.load(train_ds.transform_path)
 
     torch.manual_seed(params.seed)
-    model = DiffusionPolicy(cfg).to(device)
+    model = DiffusionPolicy(cfg) if params.policy == "dp" else RDTPolicy(cfg)
+    init_info = {"file": None}
+    if params.init_from:
+        init_info = checkpoint.init_from(model, params.init_from, params.init_weights)
+        if dd.main:
+            loaded = init_info["file"] or "no weights file there, training from scratch"
+            print(f"train.init_from={params.init_from}: {loaded}")
+    model = model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     opt = _optimizer(model, params)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(params.warmup_steps, params.steps))
@@ -348,7 +392,7 @@ def train(params: TrainParams, windows_dir: Path, out_dir: Path) -> dict:
         batches = iter(loader)
         tick, interval_steps = time.perf_counter(), 0
         for step in range(start + 1, params.steps + 1):
-            batch = _to_device(next(batches), device, lang)
+            batch = _to_device(next(batches), device, lang, model)
             seed = step_seed(params.seed, step, dd.rank)
             torch.manual_seed(seed)  # dropout
             with autocast:
@@ -432,6 +476,8 @@ def train(params: TrainParams, windows_dir: Path, out_dir: Path) -> dict:
                 "loss": rows[max(logged)]["loss"] if logged else None,
                 **val,
                 "params": count_params(model),
+                "policy": params.policy,
+                "init_from": init_info["file"],
                 "device": str(device),
                 "world_size": dd.world,
                 "samples_per_s": trained * params.batch_size / train_time if train_time else None,

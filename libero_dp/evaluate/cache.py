@@ -66,7 +66,8 @@ def cache_key(
         parts.update(weights=ep.weights, exec=xp.model_dump(), stats=hash_paths([stats_path]))
         if runner_factory is None:
             parts["checkpoint"] = hash_paths(checkpoint_files(models_dir, ep.weights))
-            code += [here / "sampling.py", here / "policy.py", here / "units.py"]
+            code += [here / n for n in ("sampling.py", "policy.py", "units.py", "rdt.py", "statevec.py")]
+            code += [here / "checkpoint.py", here / "encoders.py"]
         else:
             fn = getattr(runner_factory, "func", runner_factory)
             parts["runner"] = [
