@@ -11,7 +11,8 @@ export PYTHONUNBUFFERED := 1
 # absolute, so `dvc exp run --temp/--queue` copies log to the same embedded store
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: run test setup system-deps lint compare bench clean-cache experts eval-libero90-expert data-libero90
+.PHONY: run test setup system-deps lint compare bench clean-cache experts eval-libero90-expert data-libero90 \
+  bundle bundle-install
 
 run: setup ## run the whole pipeline (dvc repro) on the default: one task, CPU
 	dvc repro
@@ -54,3 +55,12 @@ data-libero90: setup ## the libero_90 demonstration dataset (N demos per task, d
 
 clean-cache: ## drop resumable per-episode caches (collect/eval); DVC outputs stay
 	rm -rf data/cache
+
+bundle: setup ## offline bundle for an air-gapped GPU host -> dist/libero-bundle.tar.xz (+ parts list, report)
+	@test -f dist/cache/assets.json -a -f dist/cache/language.safetensors || \
+	  $(PY) tools/trace_assets.py --suites libero_90 libero_10 --out dist/cache/assets.json \
+	    --language dist/cache/language.safetensors
+	$(PY) tools/build_bundle.py --out dist
+
+bundle-install: ## on the GPU host (no index, its own torch): install dist/, then check every libero_90 task
+	bash tools/install_bundle.sh dist $(BUNDLE_ARGS)
