@@ -2,17 +2,20 @@
 
     python tools/trace_assets.py --suites libero_90 --out dist/cache/assets.json
 
-Two sources, because MuJoCo reads meshes and textures in C (invisible to Python) while LIBERO reads its object
-XMLs in Python: every `file="..."` of each compiled model's XML (absolute paths, as robosuite writes them), and
-every file Python opens while importing, building and resetting (an audit hook). Paths are written relative to
-the site-packages folder that holds them, so the bundle builder can match them against wheel entries.
-Also writes the instruction embeddings of every task of the suites (the bundle's language cache) with --language.
+Two sources, because MuJoCo reads meshes and textures in C (invisible to Python) while LIBERO reads its
+object XMLs in Python: every `file="..."` of the model XML each env hands to MuJoCo (absolute paths, as
+robosuite writes them), and every file Python opens while importing and building (an audit hook). The XML is
+caught at robosuite's MjSim.from_xml_string and the build stopped there, before MuJoCo compiles meshes (the
+costly part: ~0.3 s a task instead of ~4 s); a reset regenerates the same objects, only placed elsewhere.
+`tools/check_libero90.py` then builds, resets and renders every task from the trimmed bundle on the host.
+Paths are written relative to the site-packages folder that holds them, matching wheel entries.
+With --language, also writes the instruction embeddings of every task of the five suites (the bundle's
+language cache).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -29,6 +32,10 @@ OPENED: set[str] = set()
 def _hook(event: str, args: tuple) -> None:
     if event == "open" and isinstance(args[0], str):
         OPENED.add(os.path.realpath(args[0]))
+
+
+class _Captured(Exception):
+    """Raised in place of compiling the model: the XML is all the trace needs."""
 
 
 def _relative(path: str, roots: list[str]) -> str | None:
@@ -55,18 +62,31 @@ def main() -> None:
     roots = sorted(
         {str(Path(m.__file__).resolve().parents[n]) for m, n in ((robosuite, 1), (libero.libero, 2))}, key=len
     )
+    from robosuite.utils.binding_utils import MjSim
+
+    xmls: list[str] = []
+
+    def catch(cls: type, xml: str) -> None:
+        xmls.append(xml)
+        raise _Captured
+
+    MjSim.from_xml_string = classmethod(catch)
     tasks = [t for s in args.suites for t in sim.suite_tasks(s)]
     per_task: dict[str, list[str]] = {}
     t0 = time.time()
     for i, task in enumerate(tasks):
-        env = sim.make_env(task, render=False)
-        sim.reset_to(env, 0)
-        files = {os.path.realpath(f) for f in re.findall(r'file="([^"]+)"', sim.model_xml(env))}
+        xmls.clear()
+        try:
+            sim.make_env(task, render=False)
+        except _Captured:
+            pass
+        if len(xmls) != 1:
+            raise RuntimeError(f"{task.key}: expected one model XML before compiling, got {len(xmls)}")
+        files = {os.path.realpath(f) for f in re.findall(r'file="([^"]+)"', xmls[0])}
         missing = [f for f in files if not os.path.isfile(f)]
         if missing:
             raise FileNotFoundError(f"{task.key}: the model references missing files {missing[:3]}")
         per_task[task.key] = sorted(r for f in files if (r := _relative(f, roots)) is not None)
-        env.close()
         print(
             f"[{i + 1}/{len(tasks)}] {task.name}: {len(files)} files ({time.time() - t0:.0f} s)", flush=True
         )
