@@ -1,5 +1,6 @@
 """The offline bundle's host side: checksums, preflight (Python + torch, EGL) and the 90-task check's
-machinery, on a tiny bundle made here by the real packer; bad input gets a clear error and no partial output."""
+machinery, on a tiny bundle made here by the real packer; bad input gets a clear error and no partial
+output."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from libero_dp.bundle import MANIFEST, PARTS, BundleError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
+PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
 def _tiny_stage(tmp_path: Path) -> Path:
@@ -24,7 +26,7 @@ def _tiny_stage(tmp_path: Path) -> Path:
     (stage / "wheels").mkdir(parents=True)
     (stage / "wheels" / "a-1.0-py3-none-any.whl").write_bytes(b"not really a wheel" * 100)
     (stage / "language.safetensors").write_bytes(b"\0" * 4096)
-    (stage / bundle.INFO).write_text(json.dumps({"python": "%d.%d" % sys.version_info[:2]}))
+    (stage / bundle.INFO).write_text(json.dumps({"python": PY}))
     bundle.write_manifest(stage)
     return stage
 
@@ -36,8 +38,7 @@ def _tiny_bundle(tmp_path: Path) -> Path:
     out = tmp_path / "dist"
     out.mkdir()
     parts = pack(_tiny_stage(tmp_path), out)
-    py = "%d.%d" % sys.version_info[:2]
-    (out / PARTS).write_text(json.dumps({"python": py, "parts": parts}))
+    (out / PARTS).write_text(json.dumps({"python": PY, "parts": parts}))
     return out
 
 
@@ -112,7 +113,7 @@ def test_host_without_egl_gets_told_what_to_install(tmp_path: Path) -> None:
 
 
 def test_host_python_without_torch_or_of_another_version(tmp_path: Path) -> None:
-    py = "%d.%d" % sys.version_info[:2]
+    py = PY
     assert bundle.check_python({"python": py}, sys.executable)["torch"]
     with pytest.raises(BundleError, match=r"the bundle's wheels are for CPython 3.99"):
         bundle.check_python({"python": "3.99"}, sys.executable)
