@@ -236,6 +236,7 @@ def install(
     verify_parts(folder)
     info = json.loads((folder / PARTS).read_text())
     host = check_python(info, python)
+    root = None
     try:
         egl = check_egl(egl_lib)
     except BundleError:
@@ -245,7 +246,7 @@ def install(
         print(f"EGL missing: unpacked {unpack_gl_debs(root)} into /")
         egl = check_egl(egl_lib)
     print(f"host ok: Python {host['version']}, torch present, EGL {egl}")
-    root = unpack(folder, prefix / "bundle")
+    root = root or unpack(folder, prefix / "bundle")
     site = prefix / "site"
     if site.exists():
         shutil.rmtree(site)

