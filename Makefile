@@ -11,7 +11,8 @@ export PYTHONUNBUFFERED := 1
 # absolute, so `dvc exp run --temp/--queue` copies log to the same embedded store
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: run test setup system-deps lint compare bench clean-cache experts eval-libero90-expert data-libero90 check-lock
+.PHONY: run test setup system-deps lint compare bench clean-cache experts eval-libero90-expert data-libero90 \
+  check-lock bundle bundle-install libero90
 
 run: setup ## run the whole pipeline (dvc repro) on the default: one task, CPU
 	dvc repro
@@ -57,3 +58,32 @@ data-libero90: setup ## the libero_90 demonstration dataset (N demos per task, d
 
 clean-cache: ## drop resumable per-episode caches (collect/eval); DVC outputs stay
 	rm -rf data/cache
+
+bundle: setup ## offline bundle for an air-gapped GPU host -> dist/libero-bundle.tar.xz (+ parts list, report)
+	@test -f dist/cache/assets.json -a -f dist/cache/language.safetensors || \
+	  $(PY) tools/trace_assets.py --suites libero_90 libero_10 --out dist/cache/assets.json \
+	    --language dist/cache/language.safetensors
+	$(PY) tools/build_bundle.py --out dist
+
+bundle-install: ## on the GPU host (no index, its own torch): install dist/, then check every libero_90 task
+	bash tools/install_bundle.sh dist $(BUNDLE_ARGS)
+
+# libero_90 end to end on a GPU host (after `make bundle-install` and `source .bundle/env.sh`): collect N demos
+# per task on every core (EGL renders on the GPUs), train with bf16 + torch.compile on all GPUs (torchrun DDP
+# through LIBERO_DP_TRAIN_GPUS), evaluate with one Ray worker per core. Every stage resumes after a kill
+# (collect/eval cache each episode, train restarts from models/train_state.pt), so the same command can be
+# rerun in sessions of under 10 minutes until it completes. Knobs: N, PRESET, STEPS, BATCH, EPISODES.
+CORES = $(shell nproc 2>/dev/null || echo 2)
+LIBERO90_ARGS = -S 'collect.tasks=[libero_90]' -S collect.demos_per_task=$(or $(N),20) \
+  -S collect.workers=$(CORES) -S collect.expert_check_episodes=0 -S collect.max_steps=600 \
+  -S collect.on_task_failure=skip \
+  -S train.preset=$(or $(PRESET),small) -S train.device=cuda -S train.bf16=true -S train.compile=true \
+  -S train.steps=$(or $(STEPS),10000) -S train.batch_size=$(or $(BATCH),256) -S train.num_workers=4 \
+  -S train.val_every=1000 -S train.ckpt_every=500 \
+  -S eval.workers=$(CORES) -S eval.episodes_per_task=$(or $(EPISODES),50) -S eval.max_steps=600 \
+  -S eval.videos_success=0 -S eval.videos_failure=0
+
+libero90: ## libero_90 collect -> ... -> report on a GPU host (bundle installed); rerun after a kill resumes
+	@command -v dvc >/dev/null || { echo "dvc not found: install the bundle (make bundle-install) and" \
+	  "source .bundle/env.sh"; exit 2; }
+	LIBERO_DP_TRAIN_GPUS=all dvc exp run -n libero90-$(or $(N),20) $(LIBERO90_ARGS)

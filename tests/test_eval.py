@@ -368,3 +368,69 @@ def test_eval_render_equals_training_frames(tiny_demos, tiny_extracted: Path) ->
             env.step(actions[first + i])
     finally:
         env.close()
+
+
+KILLABLE = """
+import sys
+from pathlib import Path
+from libero_dp import evaluate as ev
+from libero_dp.config import EvalParams, ExecParams
+t = Path(sys.argv[2])
+args = (t / "models", t / "stats.json", t / "demos", t / "eval", t / "cache")
+ev.evaluate(EvalParams.model_validate_json(sys.argv[1]), ExecParams(), *args, progress=False)
+"""
+SAME = (
+    "task",
+    "episode",
+    "seed",
+    "success",
+    "steps",
+    "steps_to_success",
+    "placement_hash",
+    "failure",
+    "eef_path",
+)
+
+
+def test_killed_eval_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    """The eval stage killed (SIGKILL) once its first episode is recorded, then rerun: finished episodes are
+    not rerun, and the records and metrics equal those of an uninterrupted run."""
+    import subprocess
+
+    ep = _params(policy="expert", episodes_per_task=3, max_steps=200)
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref = ev.evaluate(
+        ep,
+        ExecParams(),
+        *(ref_dir / n for n in ("models", "stats.json", "demos", "eval", "cache")),
+        progress=False,
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, ep.model_dump_json(), str(run_dir)], env=env)
+    deadline = time.time() + 600
+
+    def done() -> list[Path]:
+        return [p for p in (run_dir / "cache").rglob("*.json") if p.name != "params.json"]
+
+    while not done():
+        assert proc.poll() is None, "eval ended before it could be killed"
+        assert time.time() < deadline, "no episode finished in 10 minutes"
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in done()}
+    assert 1 <= len(finished) <= 3 and not (run_dir / "eval" / "records.jsonl").exists()
+    m = ev.evaluate(
+        ep,
+        ExecParams(),
+        *(run_dir / n for n in ("models", "stats.json", "demos", "eval", "cache")),
+        progress=False,
+    )
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # nothing finished was rerun
+    assert m["timing"]["episodes_cached"] == len(finished) and m["timing"]["episodes_run"] == 3 - len(
+        finished
+    )
+    got, want = _records(run_dir / "eval"), _records(ref_dir / "eval")
+    assert [{k: r.get(k) for k in SAME} for r in got] == [{k: r.get(k) for k in SAME} for r in want]
+    assert m["overall"] == ref["overall"] and m["tasks"] == ref["tasks"]

@@ -56,3 +56,24 @@ def test_cache_of_another_model_is_ignored(
 def test_too_long_instruction(fresh_memory: None) -> None:
     with pytest.raises(ValueError, match="tokens"):
         embed_instructions([" ".join(["drawer"] * MAX_TOKENS)])
+
+
+def test_bundled_cache_replaces_the_model(
+    fresh_memory: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host without MiniLM reads LIBERO_DP_LANGUAGE_CACHE (the offline bundle's) and gets the same vectors;
+    a path that names no file is a clear error, not a silent fall-back to the model."""
+    bundled = tmp_path / "bundle_lang.safetensors"
+    want = embed_instructions([DRAWER, BOWL], bundled)
+    monkeypatch.setattr(language, "_memory", {})
+    monkeypatch.setattr(language, "_model", lambda: pytest.fail("MiniLM loaded despite the bundled cache"))
+    monkeypatch.setenv(language.BUNDLED_ENV, str(bundled))
+    run_cache = tmp_path / "run" / "language.safetensors"
+    run_cache.parent.mkdir()
+    got = embed_instructions([BOWL], run_cache)
+    np.testing.assert_array_equal(got[BOWL][0], want[BOWL][0])
+    assert set(language._read_cache(run_cache)) == {BOWL}  # the run's own cache holds only what it used
+    monkeypatch.setattr(language, "_memory", {})
+    monkeypatch.setenv(language.BUNDLED_ENV, str(tmp_path / "missing.safetensors"))
+    with pytest.raises(FileNotFoundError, match="LIBERO_DP_LANGUAGE_CACHE"):
+        embed_instructions([DRAWER])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,3 +207,23 @@ def test_overfits_one_real_demo(tiny_windows: Path, tmp_path: Path, monkeypatch:
     )
     metrics = train(params, tiny_windows, tmp_path / "models")
     assert metrics["loss"] < 1e-3, _log(tmp_path)
+
+
+def test_relaunch_under_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LIBERO_DP_TRAIN_GPUS=N replaces the stage process by N torchrun ranks; unset, 1, or already under
+    torchrun: the process trains itself."""
+    calls: list[list[str]] = []
+    monkeypatch.setattr(train_mod.os, "execv", lambda exe, argv: calls.append(argv))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("LIBERO_DP_TRAIN_GPUS", raising=False)
+    train_mod.relaunch_under_torchrun("stages/train.py")
+    monkeypatch.setenv("LIBERO_DP_TRAIN_GPUS", "1")
+    train_mod.relaunch_under_torchrun("stages/train.py")
+    assert calls == []
+    monkeypatch.setenv("LIBERO_DP_TRAIN_GPUS", "2")
+    train_mod.relaunch_under_torchrun("stages/train.py")
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    assert calls == [[*run, "stages/train.py"]]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    train_mod.relaunch_under_torchrun("stages/train.py")
+    assert len(calls) == 1
