@@ -400,6 +400,7 @@ def train(params: TrainParams, windows_dir: Path, out_dir: Path) -> dict:
 
     val: dict[str, Any] = {}
     train_time, trained = 0.0, 0
+    stage_t0 = time.perf_counter()
     with stage_run("train", config) if dd.main else nullcontext() as run:
         if dd.main:
             run.log_metrics({"params": count_params(model)})
@@ -496,6 +497,8 @@ def train(params: TrainParams, windows_dir: Path, out_dir: Path) -> dict:
                 "device": str(device),
                 "world_size": dd.world,
                 "samples_per_s": trained * params.batch_size / train_time if train_time else None,
+                # this invocation's wall time (a resumed run counts only its own part)
+                "stage_wall_s": round(time.perf_counter() - stage_t0, 1),
             }
             _write_log(metrics_dir / "train_log.csv", rows)
             write_json(metrics_dir / "train.json", final)
