@@ -63,7 +63,7 @@ bundle: setup ## offline bundle for an air-gapped GPU host -> dist/libero-bundle
 	@test -f dist/cache/assets.json -a -f dist/cache/language.safetensors || \
 	  $(PY) tools/trace_assets.py --suites libero_90 libero_10 --out dist/cache/assets.json \
 	    --language dist/cache/language.safetensors
-	$(PY) tools/build_bundle.py --out dist
+	$(PY) tools/build_bundle.py --out dist --max-texture $(or $(MAX_TEXTURE),1024)
 
 bundle-install: ## on the GPU host (no index, its own torch): install dist/, then check every libero_90 task
 	bash tools/install_bundle.sh dist $(BUNDLE_ARGS)

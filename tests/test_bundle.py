@@ -155,3 +155,27 @@ def test_pack_splits_into_parts_that_reassemble(tmp_path: Path, monkeypatch: pyt
     root = bundle.unpack(out, tmp_path / "p" / "bundle")
     assert (root / "noise.bin").read_bytes() == (stage / "noise.bin").read_bytes()
     shutil.rmtree(tmp_path / "p")
+
+
+def test_halved_texture_is_the_next_mip_level() -> None:
+    """Textures over the limit are halved by 2x2 box averages (what a mipmap chain holds); small or odd-sized
+    ones are kept byte for byte."""
+    import io
+
+    import numpy as np
+    from build_bundle import halve_texture
+    from PIL import Image
+
+    def png(a: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, "PNG")
+        return buf.getvalue()
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    out = np.asarray(Image.open(io.BytesIO(halve_texture(png(a), 4))))
+    want = (a.astype(int).reshape(4, 2, 4, 2, 3).sum((1, 3)) + 2) // 4
+    assert out.shape == (4, 4, 3) and (out == want).all()
+    assert halve_texture(png(a), 8) == png(a)
+    odd = rng.integers(0, 256, (9, 9, 3), dtype=np.uint8)
+    assert halve_texture(png(odd), 4) == png(odd)

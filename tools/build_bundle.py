@@ -250,7 +250,7 @@ def xz_size(path: Path) -> int:
     return len(subprocess.run(["xz", "-9", "-T1", "-c", str(path)], capture_output=True, check=True).stdout)
 
 
-def pack(stage: Path, out: Path, level: str = "-9") -> list[dict]:
+def pack(stage: Path, out: Path, level: str = "-9", threads: int = 0) -> list[dict]:
     """tar (sorted, fixed times) | xz into out/libero-bundle.tar.xz; split into <= 64 MiB parts if larger."""
     tar_path = out / "libero-bundle.tar"
     with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
@@ -264,8 +264,15 @@ def pack(stage: Path, out: Path, level: str = "-9") -> list[dict]:
                 tar.addfile(ti)
     for old in out.glob(ARCHIVE + "*"):
         old.unlink()
-    subprocess.run(["xz", level, "-T0", "--memlimit-compress=6GiB", "-f", str(tar_path)], check=True)
-    archive = out / ARCHIVE
+    # 32 MiB blocks: xz's threads can share the work (one block per thread); the ratio loss is small
+    xz = ["xz", level, f"-T{threads}", "--block-size=32MiB", "--memlimit-compress=6GiB", "-f", str(tar_path)]
+    subprocess.run(xz, check=True)
+    return split(out / ARCHIVE)
+
+
+def split(archive: Path) -> list[dict]:
+    """The archive as it is if it fits PART_BYTES, else parts ARCHIVE.00, .01, ... of PART_BYTES each."""
+    out = archive.parent
     size = archive.stat().st_size
     if size <= PART_BYTES:
         files = [archive]
@@ -280,23 +287,8 @@ def pack(stage: Path, out: Path, level: str = "-9") -> list[dict]:
     return [{"name": p.name, "size": p.stat().st_size, "sha256": sha256(p)} for p in files]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "dist")
-    ap.add_argument(
-        "--assets", type=Path, default=None, help="tools/trace_assets.py output (default: out/cache)"
-    )
-    ap.add_argument("--language", type=Path, default=None, help="instruction embeddings (default: out/cache)")
-    ap.add_argument("--xz", default="-9", help="xz preset (-9e squeezes ~1%% more at twice the time)")
-    ap.add_argument("--sizes", action="store_true", help="also compress each file alone (slow) to rank them")
-    ap.add_argument(
-        "--max-texture",
-        type=int,
-        default=0,
-        help="halve asset textures larger than this (2x2 box, a mipmap level); 0 = keep them as published",
-    )
-    args = ap.parse_args()
-    t0 = time.time()
+def stage_bundle(args: argparse.Namespace) -> tuple[Path, dict]:
+    """out/stage/libero-bundle: trimmed wheels, EGL debs, embeddings, BUNDLE.json, MANIFEST.json."""
     out, cache = args.out, args.out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     assets = args.assets or cache / "assets.json"
@@ -340,7 +332,35 @@ def main() -> None:
     }
     (stage / INFO).write_text(json.dumps(info, indent=1) + "\n")
     write_manifest(stage)
-    parts = pack(stage, out, args.xz)
+    return stage, info
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "dist")
+    ap.add_argument(
+        "--assets", type=Path, default=None, help="tools/trace_assets.py output (default: out/cache)"
+    )
+    ap.add_argument("--language", type=Path, default=None, help="instruction embeddings (default: out/cache)")
+    ap.add_argument("--xz", default="-9", help="xz preset (-9e squeezes ~1%% more at twice the time)")
+    ap.add_argument("--pack-only", action="store_true", help="pack the existing out/stage again")
+    ap.add_argument("--threads", type=int, default=0, help="xz threads (0: one per core)")
+    ap.add_argument("--sizes", action="store_true", help="also compress each file alone (slow) to rank them")
+    ap.add_argument(
+        "--max-texture",
+        type=int,
+        default=0,
+        help="halve asset textures larger than this (2x2 box, a mipmap level); 0 = keep them as published",
+    )
+    args = ap.parse_args()
+    t0 = time.time()
+    out = args.out
+    stage = out / "stage" / "libero-bundle"
+    if args.pack_only and (stage / INFO).is_file():
+        info = json.loads((stage / INFO).read_text())
+    else:
+        stage, info = stage_bundle(args)
+    parts = pack(stage, out, args.xz, args.threads)
     (out / PARTS).write_text(json.dumps({"python": PYTHON, "parts": parts}, indent=1) + "\n")
     total = sum(p["size"] for p in parts)
     report = {
@@ -354,7 +374,9 @@ def main() -> None:
     if args.sizes:  # what takes the space: each carried file compressed alone (an upper bound)
         report["xz_bytes_each"] = {p.name: xz_size(p) for p in sorted(stage.rglob("*")) if p.is_file()}
     (out / "bundle_report.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(f"{out / ARCHIVE}: {total / 2**20:.1f} MiB in {len(parts)} part(s); {len(packages)} packages")
+    print(
+        f"{out / ARCHIVE}: {total / 2**20:.1f} MiB in {len(parts)} part(s); {len(info['packages'])} packages"
+    )
 
 
 if __name__ == "__main__":
