@@ -60,8 +60,7 @@ def _cache_key(p: CollectParams) -> str:
     files = [*pkg, Path(bddl_mod.__file__), Path(sim.__file__)]
     code = b"".join(f.read_bytes() for f in files) + Path(__file__).read_bytes()
     fields = (p.init, p.seed, p.image_size, p.max_steps, p.steps_after_success, p.num_steps_wait)
-    if p.expert_top_action != 1.0:  # keeps the keys of episodes cached before the knob existed
-        fields = (*fields, p.expert_top_action)
+    fields = (*fields, p.expert_top_action, p.demo_end)
     return hashlib.sha256(repr(fields).encode() + code).hexdigest()[:12]
 
 
@@ -103,6 +102,8 @@ def run_job(job: Job, p: CollectParams) -> dict:
             p.num_steps_wait,
             p.steps_after_success,
             on_step=on_step,
+            # a demo ends at the goal (as LIBERO's own demos do); the expert check runs the whole plan
+            stop_at_success=job.kind == "demo" and p.demo_end == "goal",
         )
     except NotImplementedError as e:  # no plan for this scene (e.g. a handle the hand cannot reach)
         res = {"success": False, "error": str(e), "failure_cause": "no_plan"}

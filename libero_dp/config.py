@@ -33,6 +33,9 @@ class CollectParams(_Section):
     # the expert's pace: largest position action of any phase (1.0 = 5 cm/step commanded); <= 0.3 turns its
     # free-space speed profile off (~0.35 cm/step everywhere, like LIBERO's human demos)
     expert_top_action: float = Field(1.0, ge=0.05, le=1.0)
+    # where a recorded demo ends: "goal" = the skill that reached the goal, then steps_after_success at rest
+    # (as LIBERO's demos end at `done`); "plan" = on through release and retreat (the expert's whole plan)
+    demo_end: Literal["goal", "plan"] = "goal"
     out_dir: str = "data/demos"
 
 

@@ -147,3 +147,36 @@ def test_expert_pace_knob_slows_every_phase() -> None:
     assert np.abs(fast["actions"][:, :3]).max() > 0.5  # the free-space speed profile is on by default
     assert np.abs(slow["actions"][:, :3]).max() <= 0.3 + 1e-9
     assert slow["steps_to_success"] > 1.4 * fast["steps_to_success"]
+
+
+@pytest.mark.sim
+def test_demo_ends_at_the_goal_without_the_retreat() -> None:
+    """stop_at_success (collect.demo_end=goal): after the push that closes the drawer the expert holds still,
+    so a recorded demo never shows the back-off a policy would copy before the drawer is shut."""
+    task = sim.resolve_tasks(DRAWER)[0]
+    env = sim.make_env(task, render=False)
+    init = sim.official_init_states(task)[4]
+    runs = {}
+    try:
+        for stop in (False, True):
+            acts: list[np.ndarray] = []
+
+            def rec(i: int, s: object, a: np.ndarray, o: object, d: bool, acc: list = acts) -> None:
+                if i >= 0:
+                    acc.append(a)
+
+            r = run_episode(env, task, make_expert(task), 4, init, 400, on_step=rec, stop_at_success=stop)
+            runs[stop] = (r, np.array(acts))
+    finally:
+        env.close()
+    (full, a_full), (goal, a_goal) = runs[False], runs[True]
+    assert full["success"] and goal["success"] and goal["final_success"]
+    assert full["steps_to_success"] == goal["steps_to_success"]  # same episode up to the goal
+    k = goal["steps_to_success"]
+    # full plan: backs off afterwards; goal: the push's extra pressing steps (<= 4), then still for 10 steps
+    assert np.abs(a_full[k:, :3]).max() > 0.2
+    assert len(a_goal) <= k + 4 + 11
+    push = a_goal[k - 5 : k, :3].mean(axis=0)  # the push's direction just before the goal
+    assert np.all(a_goal[k:, :3] @ push >= 0.0)  # never backs off (the hold ramps down under the slew limit)
+    assert np.allclose(a_goal[-5:, :6], 0.0)
+    assert np.any(a_full[k:, :3] @ push < -0.05)  # the whole plan does back off

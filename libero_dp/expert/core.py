@@ -539,6 +539,12 @@ class Expert:
             self._start(self._plan[self._i], scene)
         return True
 
+    def stop_after_current_skill(self) -> None:
+        """Drop the rest of the plan (release, retreat, later goals): when the skill running now ends, the
+        expert holds still. A demo recorded this way ends as LIBERO's own do, at the goal."""
+        self._plan = self._plan[: self._i + 1]
+        self._g = len(self._goals)
+
     @property
     def finished(self) -> bool:
         return bool(self._plan) and self._i >= len(self._plan) and self._g >= len(self._goals)
@@ -717,8 +723,13 @@ def run_episode(
     steps_after_success: int = 10,
     max_steps_after_success: int = 150,
     on_step: Callable[[int, np.ndarray, np.ndarray, dict, bool], None] | None = None,
+    stop_at_success: bool = False,
 ) -> dict[str, Any]:
     """Reset, wait, then step the expert; success = `done` or check_success at any step.
+
+    After the first success the expert finishes its plan (release, retreat: `final_success` then means the
+    goal still holds after letting go), or with `stop_at_success` only the skill that reached the goal
+    (e.g. the drawer push with its extra pressing steps), then holds still `steps_after_success` steps.
 
     `on_step` also sees the wait steps, with negative indices (-num_steps_wait .. -1): a recording that
     starts at the reset replays exactly: the gripper controller's internal state is not in the sim state.
@@ -743,6 +754,8 @@ def run_episode(
             on_step(t - 1, state, action, obs, success)
         if success and steps_to_success is None:
             steps_to_success = t
+            if stop_at_success:
+                expert.stop_after_current_skill()
         if steps_to_success is not None:
             # LIBERO's (In ...) holds while the object is still in the hand: go on through release and
             # retreat (the plan's end), then `steps_after_success` at rest, so final_success is meaningful
