@@ -308,7 +308,7 @@ def test_fault_isolation_retry_and_resume(tmp_path: Path) -> None:
 def test_hung_episode_times_out_and_the_run_goes_on(tmp_path: Path) -> None:
     """Episode 1's policy never returns: after eval.episode_timeout_s its actor is killed, the episode is a
     `timeout` error (counted in the failures), a fresh actor runs episode 2, and the run finishes."""
-    limit = 40.0  # > an 8-step episode with env construction on a loaded CPU; the hang costs this long
+    limit = 60.0  # > an 8-step episode on a loaded CPU (env construction is off the clock)
     factory = functools.partial(StandIn, hang_on=(1,))
     ep = _params(episodes_per_task=3, workers=1, max_steps=8, num_steps_wait=0, episode_timeout_s=limit)
     stats = identity_stats(tmp_path / "stats.json")
@@ -329,7 +329,7 @@ def test_hung_episode_times_out_and_the_run_goes_on(tmp_path: Path) -> None:
     assert sorted(recs) == [0, 1, 2]
     hung = recs[1]
     assert hung["failure"] == "timeout" and hung["error"].startswith("timeout: no result after")
-    assert "eval.episode_timeout_s=40" in hung["error"] and hung["steps"] == 0 and not hung["success"]
+    assert "eval.episode_timeout_s=60" in hung["error"] and hung["steps"] == 0 and not hung["success"]
     assert limit <= hung["wall_s"] < limit + 30 and took >= limit
     for e in (0, 2):
         assert recs[e]["error"] is None and recs[e]["steps"] == 8, recs[e]

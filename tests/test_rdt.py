@@ -233,35 +233,79 @@ def _losses(metrics_dir: Path) -> list[float]:
         return [float(r["loss"]) for r in csv.DictReader(f) if r["loss"]]
 
 
+@pytest.fixture(scope="module")
+def rdt_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`dvc repro` of a temporary repo copy with train.policy=rdt (tiny, CPU, no encoder files on disk): real
+    demos from the simulator, trained and evaluated; the fine-tuning test reuses its windows."""
+    import subprocess
+
+    from test_dvc import TINY, _copy_repo, _dvc, _ran, _set_params
+
+    root = tmp_path_factory.mktemp("rdt_repo")
+    _copy_repo(root)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    params = {**TINY, "train": {**TINY["train"], "policy": "rdt", "preset": "tiny"}}
+    params["collect"] = {**TINY["collect"], "demos_per_task": 2, "expert_check_episodes": 0}
+    params["scale"] = {"val_fraction": 0.5}
+    _set_params(root, params)
+    assert {"collect", "train", "eval", "report"} <= _ran(_dvc(root, "repro"))
+    return root
+
+
+def fixed_loss(model: torch.nn.Module, windows: Path, n: int = 32) -> float:
+    """The training loss of the first n windows with fixed noise and timesteps: comparable across weights."""
+    from libero_dp.language import language_table
+    from libero_dp.sampling import diffusion_loss, train_scheduler
+    from libero_dp.train import _to_device
+    from libero_dp.windows import WindowDataset
+
+    ds = WindowDataset(windows, "train")
+    batch = torch.utils.data.default_collate([ds[i] for i in range(0, len(ds), max(1, len(ds) // n))][:n])
+    emb, mask = language_table(ds.languages)
+    b = _to_device(batch, torch.device("cpu"), (torch.from_numpy(emb), torch.from_numpy(mask)), model)
+    sched = train_scheduler("sample")
+    with torch.no_grad():
+        losses = [
+            diffusion_loss(model, b, sched, "sample", torch.Generator().manual_seed(s))[0] for s in range(4)
+        ]
+    return float(torch.stack(losses).mean())
+
+
 RUN = dict(policy="rdt", preset="tiny", batch_size=8, lr=1e-3, warmup_steps=5, num_workers=0, log_every=10)
 
 
-def test_finetune_on_real_demos(tiny_windows: Path, tmp_path: Path) -> None:
-    """Pretrain a few steps, then fine-tune from that checkpoint (train.init_from): the loss goes down in
-    both, the fine-tune starts where the pretraining ended, and the result evaluates through PolicyRunner."""
+@pytest.mark.sim
+@pytest.mark.slow
+def test_finetune_on_real_demos(rdt_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train a few steps on real demo windows, then fine-tune from that checkpoint (train.init_from): the
+    fixed-noise loss falls, the fine-tune starts from the trained weights, PolicyRunner runs the result."""
+    from libero_dp.checkpoint import build_policy
+
+    monkeypatch.chdir(rdt_repo)  # the windows' meta.json names data/ paths relative to the repo
+    windows = rdt_repo / "data" / "windows"
     first = tmp_path / "a" / "models"
-    m1 = train(TrainParams(**RUN, steps=60, val_every=60, ckpt_every=60), tiny_windows, first)
-    scratch = _losses(first.parent / "metrics")
-    assert scratch[-1] < 0.5 * scratch[0], scratch
+    m1 = train(TrainParams(**RUN, steps=40, val_every=40, ckpt_every=40), windows, first)
     assert m1["policy"] == "rdt" and m1["init_from"] is None
     config = json.loads((first / "config.json").read_text())
     assert config["kind"] == "rdt" and config["policy"]["slots"] == [30, 31, 32, 33, 34, 35, 36, 37, 38, 10]
+    torch.manual_seed(0)  # train()'s init
+    init = build_policy("rdt", config["policy"])
+    trained = PolicyRunner.load(first).model
+    loss_init, loss_trained = fixed_loss(init, windows), fixed_loss(trained, windows)
+    assert loss_trained < 0.6 * loss_init, (loss_init, loss_trained)
 
     second = tmp_path / "b" / "models"
-    params = TrainParams(**RUN, steps=30, val_every=30, ckpt_every=30, init_from=str(first), seed=1)
-    m2 = train(params, tiny_windows, second)
-    tuned = _losses(second.parent / "metrics")
-    assert m2["init_from"] == str(first / "ema.safetensors")  # EMA preferred
-    assert tuned[0] < 0.5 * scratch[0] and tuned[-1] < tuned[0] * 1.05, (scratch, tuned)
+    params = TrainParams(**RUN, steps=20, val_every=20, ckpt_every=20, init_from=str(first), seed=1)
+    m2 = train(params, windows, second)
+    assert m2["init_from"] == str(first / "ema.safetensors")  # the EMA weights, preferred
+    scratch, tuned = _losses(first.parent / "metrics"), _losses(second.parent / "metrics")
+    assert tuned[0] < 0.75 * scratch[0], (scratch, tuned)  # starts where the first run got to
+    assert fixed_loss(PolicyRunner.load(second).model, windows) < 0.6 * loss_init
 
     runner = PolicyRunner.load(second, device="cpu")
     frames = {cam: np.zeros((2, 64, 64, 3), np.uint8) for cam in runner.cameras}
-    chunk = runner.predict_chunk(
-        frames,
-        np.zeros(10, np.float32),
-        json.loads((second / "config.json").read_text())["dataset"]["languages"][0],
-        seed=0,
-    )
+    language = config["dataset"]["languages"][0]
+    chunk = runner.predict_chunk(frames, np.zeros(10, np.float32), language, seed=0)
     assert chunk.shape == (16, 10) and np.isfinite(chunk).all()
 
 
@@ -280,20 +324,14 @@ def test_sample_returns_state_vectors() -> None:
 
 @pytest.mark.sim
 @pytest.mark.slow
-def test_dvc_repro_rdt_tiny_end_to_end(tmp_path: Path) -> None:
-    """`dvc repro` with train.policy=rdt (tiny, CPU, no encoder files): trains, evaluates, reports; then a
-    checkpoint dropped into pretrained/ (train.init_from's default) reruns training from it."""
+def test_dvc_repro_rdt_tiny_end_to_end(rdt_repo: Path) -> None:
+    """The rdt policy through the whole DVC pipeline on CPU, evaluated; then a checkpoint dropped into
+    pretrained/ (train.init_from's default) reruns training from it."""
     import shutil
-    import subprocess
 
-    from test_dvc import TINY, _copy_repo, _dvc, _ran, _set_params
+    from test_dvc import _dvc, _ran
 
-    root = tmp_path / "repo"
-    root.mkdir()
-    _copy_repo(root)
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    _set_params(root, {**TINY, "train": {**TINY["train"], "policy": "rdt", "preset": "tiny"}})
-    assert {"train", "eval", "report"} <= _ran(_dvc(root, "repro"))
+    root = rdt_repo
     config = json.loads((root / "models" / "config.json").read_text())
     assert config["kind"] == "rdt" and config["policy"]["vision"] == "resnet18gn"
     trained = json.loads((root / "metrics" / "train.json").read_text())
@@ -301,6 +339,7 @@ def test_dvc_repro_rdt_tiny_end_to_end(tmp_path: Path) -> None:
     evaluated = json.loads((root / "metrics" / "eval.json").read_text())["overall"]
     assert evaluated["n"] == 1 and evaluated["errors"] == 0, evaluated  # an episode ran with the rdt policy
     assert evaluated["mean_inference_ms"] > 0
+    assert _ran(_dvc(root, "repro")) == set()  # up to date, pretrained/ (README only) included
 
     shutil.copy(root / "models" / "ema.safetensors", root / "pretrained" / "ema.safetensors")
     assert "train" in _ran(_dvc(root, "repro"))  # the init_from dependency changed

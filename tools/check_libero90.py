@@ -1,15 +1,15 @@
 """Check a host can run the pipeline: every task of a suite builds, resets and renders both cameras (EGL).
 
-    python tools/check_libero90.py --out check.json                 # all 90 libero_90 tasks, one worker a core
+    python tools/check_libero90.py --out check.json                 # all 90 libero_90 tasks, a worker a core
     python tools/check_libero90.py --tasks libero_90:0 --workers 1  # one task
 
-Before any simulation: EGL must open a device (libero_dp.bundle.check_egl), and the modules the stages import
-must import. Then each task's env is built (rendering on, 128x128), reset to official init state 0 with a fixed
-seed, and both cameras are rendered once through sim.render_views (the pipeline's one rendering path); an image
-that is all one colour counts as a failure. Worker processes spread over the GPUs (MUJOCO_EGL_DEVICE_ID).
-Also checks that the carried packages' requirements are met by what the host has (--site), that the bundled
-instruction embeddings cover the suite, and that Ray and MLflow's sqlite store start. Writes a JSON summary;
-exit status 1 if any task or check failed.
+Before any simulation: EGL must open a device (libero_dp.bundle.check_egl), and the modules the stages
+import must import. Then each task's env is built (rendering on, 128x128), reset to official init state 0
+with a fixed seed, and both cameras are rendered once through sim.render_views (the pipeline's one rendering
+path); an image that is all one colour counts as a failure. Worker processes spread over the GPUs
+(MUJOCO_EGL_DEVICE_ID). Also checks that the carried packages' requirements are met by what the host has
+(--site), that the bundled instruction embeddings cover the suite, and that Ray and MLflow's sqlite store
+start. Writes a JSON summary; exit status 1 if any task or check failed.
 """
 
 from __future__ import annotations

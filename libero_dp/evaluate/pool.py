@@ -59,8 +59,9 @@ class Pool:
     Episode wall-clock limit (`episode_timeout_s`): an episode still running after that long (a stuck MuJoCo
     step, a policy that never returns) cannot be interrupted inside its process, so its actor is killed
     (`ray.kill`), the episode recorded as a `timeout` error, and a fresh actor takes the next episode. The
-    clock of an episode starts when it is submitted to an actor that is ready; a fresh actor's start-up
-    (imports, policy load) is not counted against its first episode, unless the start-up itself hangs.
+    clock of an episode starts when its actor is ready for it: a fresh actor's start-up (imports, policy) and
+    the construction of the task's env (`EpisodeWorker.prepare`) are not counted, unless they themselves run
+    past the limit.
     """
 
     def __init__(
@@ -69,8 +70,7 @@ class Pool:
         self.ray, self.cfg, self.timeout = ray, cfg, episode_timeout_s
         self.remote_cls = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(EpisodeWorker)
         self.actors = [self._new() for _ in range(workers)]
-        self.tasks_held: list[list[str]] = [[] for _ in range(workers)]
-        self.starting: list[Any] = [None] * workers  # setup ref of a replacement actor, until it is ready
+        self.tasks_held: list[list[str]] = [[] for _ in range(workers)]  # mirrors each actor's env LRU
 
     def _new(self) -> Any:
         return self.remote_cls.remote(self.cfg)
@@ -82,7 +82,6 @@ class Pool:
             pass
         self.actors[i] = self._new()
         self.tasks_held[i] = []
-        self.starting[i] = self.actors[i].setup.remote()
 
     def setup(self) -> list[dict[str, Any]]:
         return self.ray.get([a.setup.remote() for a in self.actors])
@@ -93,7 +92,7 @@ class Pool:
         queue: deque[tuple[EpisodeSpec, int]] = deque((s, 1) for s in specs)
         inflight: dict[Any, tuple[int, EpisodeSpec, int]] = {}
         started: dict[Any, float] = {}  # episode ref -> when its clock started
-        waiting: dict[Any, Any] = {}  # setup ref of a starting actor -> the episode ref queued behind it
+        waiting: dict[Any, Any] = {}  # prepare ref (env construction) -> the episode ref queued behind it
 
         def submit(i: int) -> None:
             if not queue:
@@ -101,13 +100,15 @@ class Pool:
             pick = next((j for j, (s, _) in enumerate(queue) if s.task.key in self.tasks_held[i]), 0)
             spec, attempt = queue[pick]
             del queue[pick]
-            if spec.task.key not in self.tasks_held[i]:
-                self.tasks_held[i] = (self.tasks_held[i] + [spec.task.key])[-MAX_ENVS_PER_WORKER:]
+            prepare = None
+            if spec.task.key not in self.tasks_held[i]:  # the actor builds the env first, off the clock
+                prepare = self.actors[i].prepare.remote(spec.task)
+            held = [k for k in self.tasks_held[i] if k != spec.task.key] + [spec.task.key]
+            self.tasks_held[i] = held[-MAX_ENVS_PER_WORKER:]
             ref = self.actors[i].run.remote(spec)
             inflight[ref], started[ref] = (i, spec, attempt), time.monotonic()
-            if self.starting[i] is not None:  # an actor runs its calls in order: setup first, then this
-                waiting[self.starting[i]] = ref
-                self.starting[i] = None
+            if prepare is not None:  # an actor runs its calls in order: prepare, then this episode
+                waiting[prepare] = ref
 
         def wait_s() -> float | None:
             if self.timeout is None:
@@ -125,7 +126,9 @@ class Pool:
             if not ready:  # the oldest episode ran out of time: recorded at the top of the loop
                 continue
             ref = ready[0]
-            if ref in waiting:  # a replacement actor is ready: its episode's clock starts now
+            if (
+                ref in waiting
+            ):  # the actor is ready (policy loaded, env built): the episode's clock starts now
                 ep_ref = waiting.pop(ref)
                 if ep_ref in started:
                     started[ep_ref] = time.monotonic()

@@ -106,6 +106,15 @@ class EpisodeWorker:
         self.envs[task.key] = sim.make_env(task, image_size=self.cfg.image_size, render=True)
         return self.envs[task.key]
 
+    def prepare(self, task: sim.TaskSpec) -> None:
+        """Load the policy and build the task's env ahead of an episode, so that the pool's episode clock
+        (eval.episode_timeout_s) does not count them; a failure here is left to `run` to record."""
+        try:
+            self.setup()
+            self.env(task)
+        except Exception:  # noqa: BLE001 - run() repeats the step and records its error
+            pass
+
     def controller(self, spec: EpisodeSpec) -> Controller:
         if self.cfg.policy == "expert":
             return ExpertController(spec.task, self.cfg.expert_image_every, self.cfg.expert_image_history)
