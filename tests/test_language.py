@@ -50,7 +50,7 @@ def test_cache_of_another_model_is_ignored(
     path = tmp_path / "lang.safetensors"
     embed_instructions([DRAWER], path)
     monkeypatch.setattr(language, "MODEL_ID", "another model")
-    assert language._read_cache(path) == {}
+    assert language._read_cache(path, language.model_id()) == {}  # model_id() reads MODEL_ID now
 
 
 def test_too_long_instruction(fresh_memory: None) -> None:
