@@ -193,7 +193,8 @@ def test_overfits_one_real_demo(tiny_windows: Path, tmp_path: Path, monkeypatch:
     monkeypatch.setattr(train_mod, "WindowDataset", WindowDataset)  # the real loader, not the synthetic one
     monkeypatch.setitem(PRESETS, "tiny", TEST_PRESET)
     episodes = json.loads((tiny_windows / "meta.json").read_text())
-    assert episodes["horizon"] == 16 and len(WindowDataset(tiny_windows, "train")) > 100
+    # one whole demo: 10 wait steps + ~78 expert steps to the goal + the push's pressing and rest steps
+    assert episodes["horizon"] == 16 and len(WindowDataset(tiny_windows, "train")) > 80
     assert len(json.loads(Path(episodes["scaled_dir"], "split.json").read_text())["train"]) == 1
     params = TrainParams(
         steps=1500,
