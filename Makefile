@@ -61,7 +61,7 @@ clean-cache: ## drop resumable per-episode caches (collect/eval); DVC outputs st
 
 bundle: setup ## offline bundle for an air-gapped GPU host -> dist/libero-bundle.tar.xz (+ parts list, report)
 	@test -f dist/cache/assets.json -a -f dist/cache/language.safetensors || \
-	  $(PY) tools/trace_assets.py --suites libero_90 libero_10 --out dist/cache/assets.json \
+	  $(PY) tools/trace_assets.py --suites libero_90 libero_10 libero_spatial libero_object libero_goal --out dist/cache/assets.json \
 	    --language dist/cache/language.safetensors
 	$(PY) tools/build_bundle.py --out dist --max-texture $(or $(MAX_TEXTURE),1024)
 
@@ -72,18 +72,23 @@ bundle-install: ## on the GPU host (no index, its own torch): install dist/, the
 # per task on every core (EGL renders on the GPUs), train with bf16 + torch.compile on all GPUs (torchrun DDP
 # through LIBERO_DP_TRAIN_GPUS), evaluate with one Ray worker per core. Every stage resumes after a kill
 # (collect/eval cache each episode, train restarts from models/train_state.pt), so the same command can be
-# rerun in sessions of under 10 minutes until it completes. Knobs: N, PRESET, STEPS, BATCH, EPISODES.
+# rerun in sessions of under 10 minutes until it completes, or started once with setsid and polled
+# (README, "libero_90 on a GPU host"). Knobs: N, TASKS, PRESET, STEPS, BATCH, WORKERS, EPISODES, DEVICE,
+# COMPILE, SEED; LIBERO90_EXTRA adds -S overrides. Large outputs are hard-linked into the DVC cache there
+# (cache.type hardlink: no copy of the ~20 GB of frames).
 CORES = $(shell nproc 2>/dev/null || echo 2)
-LIBERO90_ARGS = -S 'collect.tasks=[libero_90]' -S collect.demos_per_task=$(or $(N),20) \
+LIBERO90_ARGS = -S 'collect.tasks=$(or $(TASKS),[libero_90])' -S collect.demos_per_task=$(or $(N),20) \
   -S collect.workers=$(CORES) -S collect.expert_check_episodes=0 -S collect.max_steps=600 \
   -S collect.on_task_failure=skip \
-  -S train.preset=$(or $(PRESET),small) -S train.device=cuda -S train.bf16=true -S train.compile=true \
-  -S train.steps=$(or $(STEPS),10000) -S train.batch_size=$(or $(BATCH),256) -S train.num_workers=4 \
-  -S train.val_every=1000 -S train.ckpt_every=500 \
+  -S train.preset=$(or $(PRESET),small) -S train.device=$(or $(DEVICE),cuda) -S train.bf16=true \
+  -S train.compile=$(or $(COMPILE),true) -S train.seed=$(or $(SEED),0) \
+  -S train.steps=$(or $(STEPS),10000) -S train.batch_size=$(or $(BATCH),256) \
+  -S train.num_workers=$(or $(WORKERS),4) -S train.val_every=1000 -S train.ckpt_every=500 \
   -S eval.workers=$(CORES) -S eval.episodes_per_task=$(or $(EPISODES),50) -S eval.max_steps=600 \
-  -S eval.videos_success=0 -S eval.videos_failure=0
+  -S eval.videos_success=0 -S eval.videos_failure=0 $(LIBERO90_EXTRA)
 
 libero90: ## libero_90 collect -> ... -> report on a GPU host (bundle installed); rerun after a kill resumes
 	@command -v dvc >/dev/null || { echo "dvc not found: install the bundle (make bundle-install) and" \
 	  "source .bundle/env.sh"; exit 2; }
-	LIBERO_DP_TRAIN_GPUS=all dvc exp run -n libero90-$(or $(N),20) $(LIBERO90_ARGS)
+	dvc config --local cache.type hardlink,copy
+	LIBERO_DP_TRAIN_GPUS=all dvc exp run -n libero90-$(or $(N),20)-s$(or $(SEED),0) $(LIBERO90_ARGS)
