@@ -79,7 +79,7 @@ bundle-install: ## on the GPU host (no index, its own torch): install dist/, the
 CORES = $(shell nproc 2>/dev/null || echo 2)
 LIBERO90_ARGS = -S 'collect.tasks=$(or $(TASKS),[libero_90])' -S collect.demos_per_task=$(or $(N),20) \
   -S collect.workers=$(CORES) -S collect.expert_check_episodes=0 -S collect.max_steps=600 \
-  -S collect.on_task_failure=skip \
+  -S collect.on_task_failure=skip -S extract.workers=$(CORES) \
   -S train.preset=$(or $(PRESET),small) -S train.device=$(or $(DEVICE),cuda) -S train.bf16=true \
   -S train.compile=$(or $(COMPILE),true) -S train.seed=$(or $(SEED),0) \
   -S train.steps=$(or $(STEPS),10000) -S train.batch_size=$(or $(BATCH),256) \

@@ -43,6 +43,7 @@ class ExtractParams(_Section):
     source_dir: str = "data/demos"
     tasks: list[str] | Literal["all"] = "all"
     min_length: int = Field(20, ge=1)
+    workers: int = Field(1, ge=1)
     out_dir: str = "data/extracted"
 
 

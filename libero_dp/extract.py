@@ -10,6 +10,8 @@ Images are flipped upright here, once; everything downstream (and evaluation) us
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +52,39 @@ def find_task_files(source_dir: Path, tasks: list[str] | str) -> list[Path]:
     return files
 
 
+def _fill(out: Path, tid: int, path: Path, demos: list[tuple[str, int]], cursor: int) -> list[dict]:
+    """Write one task file's demos into the memmaps from frame `cursor` on (own process: HDF5 decoding is
+    serial within a process); return their episode records."""
+    arrays = {k: np.load(out / "frames" / f"{k}.npy", mmap_mode="r+") for k in OBS_IMAGE_KEYS}
+    arrays["actions"] = np.load(out / "actions.npy", mmap_mode="r+")
+    for k in REQUIRED_OBS:
+        arrays[k] = np.load(out / f"{k}.npy", mmap_mode="r+")
+    episodes = []
+    for key, first in demos:
+        d = read_demo(path, key)
+        t = len(d["actions"]) - first
+        sl = slice(cursor, cursor + t)
+        for k in OBS_IMAGE_KEYS:
+            arrays[k][sl] = upright(d[k][first - 1 : -1])
+        for k in REQUIRED_OBS:
+            arrays[k][sl] = d[k][first - 1 : -1]
+        arrays["actions"][sl] = d["actions"][first:]
+        reset_seed = int(d["reset_seed"]) if "reset_seed" in d else None
+        episodes.append(
+            {"task_id": tid, "demo": key, "start": cursor, "end": cursor + t, "reset_seed": reset_seed}
+        )
+        cursor += t
+    for a in arrays.values():
+        a.flush()
+    return episodes
+
+
 def extract(p: ExtractParams) -> dict:
-    """Validate every file, then write <out_dir>/ atomically; return metrics."""
+    """Validate every file, then write <out_dir>/ atomically; return metrics.
+
+    Each task file is decoded in its own process (`extract.workers`) into its precomputed slice of the
+    shared memmaps, so the output is the same for any number of workers.
+    """
     files = find_task_files(Path(p.source_dir), p.tasks)
     # Validate everything before writing anything: bad input leaves no partial output.
     infos: list[TaskFile] = [
@@ -61,53 +94,47 @@ def extract(p: ExtractParams) -> dict:
     if len(sizes) != 1:
         raise DemoFileError(f"{p.source_dir}: files have different image sizes {sorted(sizes)}; expected one")
     size = sizes.pop()
-    n = sum(t - f for info in infos for t, f in zip(info.lengths, info.first_action, strict=True))
-    episodes, tasks = [], []
+    starts, n = [], 0
+    for info in infos:
+        starts.append(n)
+        n += sum(t - f for t, f in zip(info.lengths, info.first_action, strict=True))
+    tasks = [
+        {
+            "task_id": tid,
+            "name": info.path.name[: -len(SUFFIX)],
+            "language": info.language,
+            "file": str(info.path),
+            "demos": len(info.demos),
+        }
+        for tid, info in enumerate(infos)
+    ]
+    jobs = [
+        (tid, info.path, list(zip(info.demos, info.first_action, strict=True)), starts[tid])
+        for tid, info in enumerate(infos)
+    ]
+    by_task: dict[int, list[dict]] = {}
     with atomic_dir(p.out_dir) as out:
         (out / "frames").mkdir()
-        arrays = {
-            k: np.lib.format.open_memmap(out / "frames" / f"{k}.npy", "w+", np.uint8, (n, size, size, 3))
-            for k in OBS_IMAGE_KEYS
-        }
-        arrays["actions"] = np.lib.format.open_memmap(out / "actions.npy", "w+", np.float64, (n, 7))
-        for k, trailing in REQUIRED_OBS.items():
-            arrays[k] = np.lib.format.open_memmap(out / f"{k}.npy", "w+", np.float64, (n, *trailing))
-        cursor = 0
-        for tid, info in enumerate(infos):
-            tasks.append(
-                {
-                    "task_id": tid,
-                    "name": info.path.name[: -len(SUFFIX)],
-                    "language": info.language,
-                    "file": str(info.path),
-                    "demos": len(info.demos),
-                }
-            )
-            demos = zip(info.demos, info.first_action, strict=True)
-            for key, first in tqdm(
-                list(demos), desc=f"extract {info.path.name[:40]}", unit="demo", leave=False
-            ):
-                d = read_demo(info.path, key)
-                t = len(d["actions"]) - first
-                sl = slice(cursor, cursor + t)
-                for k in OBS_IMAGE_KEYS:
-                    arrays[k][sl] = upright(d[k][first - 1 : -1])
-                for k in REQUIRED_OBS:
-                    arrays[k][sl] = d[k][first - 1 : -1]
-                arrays["actions"][sl] = d["actions"][first:]
-                episodes.append(
-                    {
-                        "task_id": tid,
-                        "demo": key,
-                        "start": cursor,
-                        "end": cursor + t,
-                        "reset_seed": int(d["reset_seed"]) if "reset_seed" in d else None,
-                    }
-                )
-                cursor += t
-        for a in arrays.values():
-            a.flush()
-        del arrays
+        shapes = {k: ((n, size, size, 3), np.uint8) for k in OBS_IMAGE_KEYS}
+        shapes["actions"] = ((n, 7), np.float64)
+        shapes.update({k: ((n, *trailing), np.float64) for k, trailing in REQUIRED_OBS.items()})
+        for k, (shape, dtype) in shapes.items():
+            path = out / "frames" / f"{k}.npy" if k in OBS_IMAGE_KEYS else out / f"{k}.npy"
+            np.lib.format.open_memmap(path, "w+", dtype, shape).flush()
+        bar = tqdm(total=sum(len(j[2]) for j in jobs), desc="extract", unit="demo")
+        if p.workers == 1:
+            for tid, path, demos, cursor in jobs:
+                by_task[tid] = _fill(out, tid, path, demos, cursor)
+                bar.update(len(demos))
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(p.workers, len(jobs)), mp_context=ctx) as ex:
+                futs = {ex.submit(_fill, out, *job): job for job in jobs}
+                for fut in as_completed(futs):
+                    by_task[futs[fut][0]] = fut.result()
+                    bar.update(len(futs[fut][2]))
+        bar.close()
+        episodes = [e for tid in sorted(by_task) for e in by_task[tid]]
         write_json(out / "episodes.json", episodes)
         write_json(out / "tasks.json", tasks)
         write_json(

@@ -33,6 +33,27 @@ def test_extract_reads_our_files(tiny_extracted: Path, tiny_demos) -> None:
     np.testing.assert_array_equal(np.load(tiny_extracted / "actions.npy")[0], act1)  # obs[j-1] -> actions[j]
 
 
+def test_parallel_extract_equals_serial(tiny_demos, tmp_path: Path) -> None:
+    """extract.workers decodes task files in separate processes into their own slices: same bytes as one."""
+    src = tmp_path / "src"
+    src.mkdir()
+    f = next(tiny_demos[0].glob("*_demo.hdf5"))
+    for name in ("A_demo.hdf5", "B_demo.hdf5", "C_demo.hdf5"):  # three task files for three processes
+        shutil.copy(f, src / name)
+    outs = {}
+    for w in (1, 3):
+        outs[w] = tmp_path / f"out{w}"
+        extract(ExtractParams(source_dir=str(src), out_dir=str(outs[w]), min_length=10, workers=w))
+    files = sorted(p.relative_to(outs[1]) for p in outs[1].rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(outs[3]) for p in outs[3].rglob("*") if p.is_file())
+    assert any(p.suffix == ".npy" for p in files)
+    for rel in files:
+        assert (outs[1] / rel).read_bytes() == (outs[3] / rel).read_bytes(), rel
+    episodes = json.loads((outs[3] / "episodes.json").read_text())
+    assert [e["task_id"] for e in episodes] == sorted(e["task_id"] for e in episodes)
+    assert {e["task_id"] for e in episodes} == {0, 1, 2}
+
+
 def _mutated(src_dir: Path, tmp: Path, fn: Callable[[h5py.File], None]) -> Path:
     d = tmp / "src"
     d.mkdir()

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Drive `make libero90` on a GPU host where one command may run only minutes (a session's limit) but a
+# process in its own session (setsid) runs on.
+#
+#   source <bundle prefix>/env.sh                      # after tools/install_bundle.sh
+#   bash tools/libero90_host.sh start N=20 STEPS=6000   # copy the repo to $WORK, start the preset there
+#   bash tools/libero90_host.sh wait 540                # up to 540 s: the stage reached, the log's tail
+#   bash tools/libero90_host.sh pack "$OUT"             # metrics, dvc.lock, params, report, log -> one tarball
+#
+# Why a copy: the preset rewrites params.yaml, dvc.lock and metrics/ while it runs; a session tool that
+# syncs the repository before each command would overwrite them under the running pipeline. $WORK (default
+# /root/libero90) is outside that tree. `start` again after the process died resumes: every stage resumes
+# (collect/eval cache each episode, train restarts from models/train_state.pt; DVC skips finished stages).
+set -euo pipefail
+cmd=${1:?usage: libero90_host.sh start [make vars] | status | wait SECONDS | pack DIR}
+shift || true
+WORK=${WORK:-/root/libero90}
+STATE=$WORK/.host  # log, pid, exit code, python shim: ignored by git in the copy
+LOG=$STATE/libero90.log
+
+running() { [ -f "$STATE/pid" ] && kill -0 "$(cat "$STATE/pid")" 2>/dev/null; }
+
+status() {
+  if running; then echo "state: running (pid $(cat "$STATE/pid"))"
+  elif [ -f "$STATE/rc" ]; then echo "state: finished, exit $(cat "$STATE/rc")"
+  else echo "state: not running"; fi
+  [ -f "$LOG" ] || return 0
+  grep -o "Running stage '[a-z]*'" "$LOG" | tail -1 || true
+  for m in "$WORK"/metrics/{collect,extract,scale,windows,train,eval}.json; do
+    [ -f "$m" ] && python - "$m" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(f"  {sys.argv[1].rsplit('/', 1)[1]}: stage_wall_s={d.get('stage_wall_s')}")
+EOF
+  done
+  tr '\r' '\n' <"$LOG" | grep -v "robosuite WARNING\|^$" | tail -n "${TAIL:-8}" | cut -c1-240
+}
+
+case "$cmd" in
+  start)
+    command -v dvc >/dev/null || { echo "dvc not found: source the bundle's env.sh first" >&2; exit 2; }
+    if running; then echo "already running"; status; exit 0; fi
+    if [ ! -d "$WORK" ]; then
+      mkdir -p "$(dirname "$WORK")"
+      cp -a . "$WORK"
+      if [ ! -d "$WORK/.git" ]; then  # a copy without history: DVC experiments need a git repository
+        (cd "$WORK" && git init -q && git add -A && git -c user.name=libero-dp -c user.email=libero-dp@localhost \
+          commit -qm "snapshot for the libero90 preset")
+      fi
+    fi
+    mkdir -p "$STATE" && rm -f "$STATE/rc"
+    grep -qx ".host/" "$WORK/.git/info/exclude" 2>/dev/null || echo ".host/" >>"$WORK/.git/info/exclude"
+    cd "$WORK"
+    export PYTHONPATH="$WORK${PYTHONPATH:+:$PYTHONPATH}"  # this copy's libero_dp first
+    if ! command -v python >/dev/null; then  # dvc.yaml runs `python stages/...`; some hosts have only python3
+      mkdir -p "$STATE/bin" && ln -sf "${LIBERO_DP_PYTHON:-$(command -v python3)}" "$STATE/bin/python"
+      export PATH="$STATE/bin:$PATH"
+    fi
+    export GIT_AUTHOR_NAME=libero-dp GIT_AUTHOR_EMAIL=libero-dp@localhost
+    export GIT_COMMITTER_NAME=libero-dp GIT_COMMITTER_EMAIL=libero-dp@localhost
+    setsid bash -c "make libero90 $* >>'$LOG' 2>&1; echo \$? >'$STATE/rc'" </dev/null >/dev/null 2>&1 &
+    echo $! >"$STATE/pid"
+    echo "started in $WORK: make libero90 $*"
+    ;;
+  status) status ;;
+  wait)
+    end=$((SECONDS + ${1:-540}))
+    while running && [ $SECONDS -lt $end ]; do sleep 10; done
+    status
+    ;;
+  pack)
+    out=${1:?pack DIR}
+    cd "$WORK"
+    files=(params.yaml dvc.lock metrics reports/summary.md reports/index.html .host/libero90.log)
+    tar -czf "$out/libero90_results.tgz" --ignore-failed-read "${files[@]}" 2>/dev/null || true
+    ls -la "$out"
+    ;;
+  *) echo "unknown command $cmd: start | status | wait SECONDS | pack DIR" >&2; exit 2 ;;
+esac
