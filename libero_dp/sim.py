@@ -6,10 +6,14 @@ replays and evaluation see the same scenes, the same reset seeding and the same 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes.util
+import io
 import os
+import re
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +33,11 @@ setup_gl()
 #: Camera names as MuJoCo knows them, and the official HDF5 obs keys they are stored under.
 CAMERAS: dict[str, str] = {"agentview": "agentview_rgb", "robot0_eye_in_hand": "eye_in_hand_rgb"}
 SUITES = ("libero_90", "libero_10", "libero_spatial", "libero_object", "libero_goal")
+#: LIBERO's four standard suites, and LIBERO-PRO's perturbations of each (reworded instruction, replaced
+#: objects, swapped positions, a new task in the same scene): the 16 robustness suites.
+STANDARD_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
+PRO_VARIANTS = ("lan", "object", "swap", "task")
+PRO_SUITES = tuple(f"{s}_{v}" for s in STANDARD_SUITES for v in PRO_VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -47,17 +56,61 @@ class TaskSpec:
 
 
 @cache
+def installed_suites() -> dict[str, str]:
+    """Every suite the installed benchmark registers -> "" when its task files are all on disk, else what
+    is missing (LIBERO-PRO registers suites whose bddl or init files some installs lack)."""
+    from libero.libero import benchmark, get_libero_path
+
+    out = {}
+    bddl_root, init_root = Path(get_libero_path("bddl_files")), Path(get_libero_path("init_states"))
+    for name, cls in sorted(benchmark.get_benchmark_dict().items()):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # each suite prints its task order
+                s = cls()
+            tasks = [s.get_task(i) for i in range(s.n_tasks)]
+        except Exception as e:  # a registered suite whose task map is broken
+            out[name] = f"cannot list its tasks ({type(e).__name__}: {e})"
+            continue
+        missing = []
+        for t in tasks:
+            init = init_root / t.problem_folder / t.init_states_file
+            if init.suffix not in {".npz", ".npy"}:  # how LIBERO-PRO's loader resolves legacy names
+                init = init.with_name(init.name + ".npz")
+            missing += [str(f) for f in (bddl_root / t.problem_folder / t.bddl_file, init) if not f.is_file()]
+        out[name] = f"{len(missing)} files missing, e.g. {missing[0]}" if missing else ""
+        if not tasks:
+            out[name] = "no tasks"
+    return out
+
+
+def valid_suites() -> list[str]:
+    """The suites a task selection may name here: registered, with every task's files present."""
+    return [name for name, missing in installed_suites().items() if not missing]
+
+
+@cache
 def _suite(suite: str) -> Any:
     from libero.libero import benchmark
 
     suites = benchmark.get_benchmark_dict()
-    if suite not in suites:
-        raise ValueError(f"unknown LIBERO suite {suite!r}; expected one of {sorted(suites)}")
+    problem = installed_suites().get(suite)
+    if suite not in suites or problem:
+        why = f"its resources are missing: {problem}" if problem else "no such suite"
+        raise ValueError(f"LIBERO suite {suite!r}: {why}; expected one of {valid_suites()}")
     return suites[suite]()
 
 
+def bddl_language(path: str) -> str | None:
+    """The instruction a task file states. LIBERO-PRO's suites keep the original task map, whose `language`
+    is the unperturbed sentence; the reworded (`_lan`) or new (`_task`) instruction is only in the file."""
+    m = re.search(r"\(:language\s+([^)]*)\)", Path(path).read_text())
+    return " ".join(m.group(1).split()).lower() if m else None
+
+
 def suite_tasks(suite: str) -> list[TaskSpec]:
-    """All tasks of a suite, in LIBERO's default order."""
+    """All tasks of a suite, in LIBERO's default order, with the benchmark's sentence (what LIBERO's
+    evaluation and published policies use), except LIBERO-PRO's `_lan` / `_task` suites: their reworded or
+    new instruction is only in the task file (`_swap` / `_object` perturb the scene, not the words)."""
     from libero.libero import get_libero_path
 
     s = _suite(suite)
@@ -65,7 +118,9 @@ def suite_tasks(suite: str) -> list[TaskSpec]:
     for i in range(s.n_tasks):
         t = s.get_task(i)
         bddl = os.path.join(get_libero_path("bddl_files"), t.problem_folder, t.bddl_file)
-        out.append(TaskSpec(suite, i, t.name, t.language, bddl))
+        reworded = suite.endswith(("_lan", "_task"))  # LIBERO-PRO's new sentences, only in the task file
+        language = (bddl_language(bddl) or t.language) if reworded else t.language
+        out.append(TaskSpec(suite, i, t.name, language, bddl))
     return out
 
 
@@ -87,11 +142,11 @@ def resolve_tasks(spec: str | list[str]) -> list[TaskSpec]:
     out: list[TaskSpec] = []
     for item in items:
         item = str(item).strip()
-        if item in SUITES:
-            out.extend(suite_tasks(item))
+        if item in SUITES or item in installed_suites():
+            out.extend(suite_tasks(item))  # raises, listing the valid suites, when its files are missing
             continue
         suite, _, rest = item.partition(":") if ":" in item else item.partition("/")
-        if rest and suite in SUITES:
+        if rest and (suite in SUITES or suite in installed_suites()):
             tasks = suite_tasks(suite)
             if rest.isdigit():
                 idx = int(rest)
@@ -107,8 +162,8 @@ def resolve_tasks(spec: str | list[str]) -> list[TaskSpec]:
         match = _match(suite_tasks("libero_90"), item)
         if not match:
             raise ValueError(
-                f"unknown task {item!r}: expected a suite {SUITES}, 'suite:index', 'suite/NAME', "
-                "a task name or a scene prefix such as KITCHEN_SCENE10"
+                f"unknown task {item!r}: expected a suite (one of {valid_suites()}), 'suite:index', "
+                "'suite/NAME', a libero_90 task name or a scene prefix such as KITCHEN_SCENE10"
             )
         out.extend(match)
     seen: dict[str, TaskSpec] = {}

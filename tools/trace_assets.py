@@ -9,8 +9,8 @@ caught at robosuite's MjSim.from_xml_string and the build stopped there, before 
 costly part: ~0.3 s a task instead of ~4 s); a reset regenerates the same objects, only placed elsewhere.
 `tools/check_libero90.py` then builds, resets and renders every task from the trimmed bundle on the host.
 Paths are written relative to the site-packages folder that holds them, matching wheel entries.
-With --language, also writes the instruction embeddings of every task of the five suites (the bundle's
-language cache).
+With --language, also writes the instruction embeddings of every task of the five suites and the 16
+LIBERO-PRO suites (the bundle's language cache).
 """
 
 from __future__ import annotations
@@ -110,10 +110,11 @@ def main() -> None:
     if args.language:
         from libero_dp.language import embed_instructions
 
-        texts = sorted({t.language for s in sim.SUITES for t in sim.suite_tasks(s)})
+        suites = (*sim.SUITES, *sim.PRO_SUITES)  # PRO's reworded and new instructions too
+        texts = sorted({t.language for s in suites for t in sim.suite_tasks(s)})
         args.language.unlink(missing_ok=True)
         embed_instructions(texts, args.language)
-        print(f"{args.language}: {len(texts)} instructions of {', '.join(sim.SUITES)}")
+        print(f"{args.language}: {len(texts)} instructions of {len(suites)} suites")
 
 
 if __name__ == "__main__":
