@@ -61,7 +61,8 @@ clean-cache: ## drop resumable per-episode caches (collect/eval); DVC outputs st
 
 bundle: setup ## offline bundle for an air-gapped GPU host -> dist/libero-bundle.tar.xz (+ parts list, report)
 	@test -f dist/cache/assets.json -a -f dist/cache/language.safetensors || \
-	  $(PY) tools/trace_assets.py --suites libero_90 libero_10 libero_spatial libero_object libero_goal --out dist/cache/assets.json \
+	  $(PY) tools/trace_assets.py --suites libero_90 libero_10 libero_spatial libero_object libero_goal \
+	    $(PRO_SUITES) --out dist/cache/assets.json \
 	    --language dist/cache/language.safetensors
 	$(PY) tools/build_bundle.py --out dist --max-texture $(or $(MAX_TEXTURE),1024)
 
@@ -76,6 +77,7 @@ bundle-install: ## on the GPU host (no index, its own torch): install dist/, the
 # (README, "libero_90 on a GPU host"). Knobs: N, TASKS, PRESET, STEPS, BATCH, WORKERS, EPISODES, DEVICE,
 # COMPILE, SEED; LIBERO90_EXTRA adds -S overrides. Large outputs are hard-linked into the DVC cache there
 # (cache.type hardlink: no copy of the ~20 GB of frames).
+PRO_SUITES = $(foreach s,libero_spatial libero_object libero_goal libero_10,$(foreach v,lan object swap task,$(s)_$(v)))
 CORES = $(shell nproc 2>/dev/null || echo 2)
 LIBERO90_ARGS = -S 'collect.tasks=$(or $(TASKS),[libero_90])' -S collect.demos_per_task=$(or $(N),20) \
   -S collect.workers=$(CORES) -S collect.expert_check_episodes=0 -S collect.max_steps=600 \

@@ -1,6 +1,7 @@
 """Expert success table: every task over its official init states, state-only (no cameras).
 
-Writes metrics/experts.json: per task (keyed by task name) success_rate, final_success_rate, Wilson 95%
+Writes metrics/experts.json: per task (keyed by task name; `suite/name` for LIBERO-PRO's suites, which reuse
+their base suite's names) its suite, success_rate, final_success_rate, Wilson 95%
 interval, steps to success, family, failure causes; a per-family summary; and how long it took.
 
     python benchmarks/expert_table.py --tasks libero_90 --episodes 50 --workers 2
@@ -66,17 +67,23 @@ def _code_hash() -> str:
     return h.hexdigest()[:12]
 
 
+def label(task: sim.TaskSpec) -> str:
+    """A task's key in the table: its name in LIBERO's own suites (names are unique there, and earlier tables
+    use them), `suite/name` elsewhere (LIBERO-PRO's suites reuse their base suite's task names)."""
+    return task.name if task.suite in sim.SUITES else task.key
+
+
 def run_one(task: sim.TaskSpec, init_id: int, max_steps: int) -> dict:
     """One expert episode from official init state `init_id` (reset seed = init_id), in this process."""
     sim.setup_gl()
     _load_plugins()
     try:
-        env = _ENVS.get(task.name)
+        env = _ENVS.get(task.key)
         if env is None:
             for old in _ENVS.values():  # one env per process: ~2 GB each
                 old.close()  # type: ignore[attr-defined]
             _ENVS.clear()
-            env = _ENVS[task.name] = sim.make_env(task, render=False)
+            env = _ENVS[task.key] = sim.make_env(task, render=False)
         ex = expert_mod.make_expert(task)
         inits = sim.official_init_states(task)
         t0 = time.perf_counter()
@@ -101,7 +108,7 @@ def run_one(task: sim.TaskSpec, init_id: int, max_steps: int) -> dict:
             "error": f"{type(e).__name__}: {e}",
             "traceback": traceback.format_exc()[-2000:],
         }
-    r.update(task=task.name, init=init_id)
+    r.update(task=label(task), suite=task.suite, init=init_id)
     return r
 
 
@@ -119,19 +126,19 @@ def run_chunk(task: sim.TaskSpec, jobs: list[tuple[int, str]], max_steps: int, r
 def replay_one(task: sim.TaskSpec, init_id: int, actions: list[list[float]]) -> dict:
     """Replay a recorded episode (reset seed + official init state + actions) in this process."""
     sim.setup_gl()
-    env = _ENVS.get(task.name)
+    env = _ENVS.get(task.key)
     if env is None:
         for old in _ENVS.values():
             old.close()  # type: ignore[attr-defined]
         _ENVS.clear()
-        env = _ENVS[task.name] = sim.make_env(task, render=False)
+        env = _ENVS[task.key] = sim.make_env(task, render=False)
     inits = sim.official_init_states(task)
     sim.reset_to(env, init_id, inits[init_id % len(inits)])
     success = False
     for a in actions:
         _, _, done, _ = env.step(np.asarray(a))
         success = success or bool(done) or sim.check_success(env)
-    return {"task": task.name, "init": init_id, "replay_success": success, "steps": len(actions)}
+    return {"task": label(task), "init": init_id, "replay_success": success, "steps": len(actions)}
 
 
 def table_wall_s(records: list[dict], ledger: Path, run_id: str, this_run_s: float) -> dict:
@@ -156,7 +163,9 @@ def table_wall_s(records: list[dict], ledger: Path, run_id: str, this_run_s: flo
     return {"wall_s": total, "runs": runs, "episodes_without_run": unknown}
 
 
-def summarise(records: list[dict], families: dict[str, str], wall_s: float, workers: int) -> dict:
+def summarise(
+    records: list[dict], families: dict[str, str], wall_s: float, workers: int, suites: dict[str, str]
+) -> dict:
     by_task: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_task[r["task"]].append(r)
@@ -168,6 +177,7 @@ def summarise(records: list[dict], families: dict[str, str], wall_s: float, work
         steps = [r["steps_to_success"] for r in rs if r.get("steps_to_success")]
         lo, hi = wilson(k, n)
         tasks[name] = {
+            "suite": suites[name],
             "family": families[name],
             "n": n,
             "successes": k,
@@ -194,6 +204,17 @@ def summarise(records: list[dict], families: dict[str, str], wall_s: float, work
             "wilson_95": list(wilson(k, n)),
             "failure_causes": dict(sum((Counter(v["failure_causes"]) for v in vs), Counter())),
         }
+    per_suite = {}
+    for su in sorted({v["suite"] for v in tasks.values()}):
+        vs = [v for v in tasks.values() if v["suite"] == su]
+        n, k = sum(v["n"] for v in vs), sum(v["successes"] for v in vs)
+        per_suite[su] = {
+            "tasks": len(vs),
+            "tasks_at_90pct": sum(v["success_rate"] >= 0.9 for v in vs),
+            "episodes": n,
+            "success_rate": k / n,
+            "wilson_95": list(wilson(k, n)),
+        }
     n = sum(v["n"] for v in tasks.values())
     k = sum(v["successes"] for v in tasks.values())
     return {
@@ -207,6 +228,7 @@ def summarise(records: list[dict], families: dict[str, str], wall_s: float, work
             for t, v in tasks.items()
             if v["success_rate"] < 0.9
         },
+        "per_suite": per_suite,
         "per_family": per_family,
         "tasks": dict(sorted(tasks.items())),
         "wall_s": wall_s,
@@ -233,7 +255,8 @@ def main() -> None:
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     _load_plugins()
     tasks = sim.resolve_tasks(args.tasks)
-    families = {t.name: expert_mod.family_of(t) for t in tasks}
+    families = {label(t): expert_mod.family_of(t) for t in tasks}
+    suites = {label(t): t.suite for t in tasks}
     cache = Path(args.cache) / _code_hash()
     ledger = cache / "runs"
     ledger.mkdir(parents=True, exist_ok=True)
@@ -241,7 +264,7 @@ def main() -> None:
     todo = []
     for t in tasks:  # task-major order: each worker keeps reusing one env
         for i in range(args.first_init, args.first_init + args.episodes):
-            f = cache / f"{t.name}__{i}_{args.max_steps}.json"
+            f = cache / f"{label(t).replace('/', '__')}__{i}_{args.max_steps}.json"
             if f.exists() and not args.no_cache:
                 records.append(json.loads(f.read_text()))
             else:
@@ -274,12 +297,13 @@ def main() -> None:
                     flush=True,
                 )
     wall = time.perf_counter() - t0
-    out = summarise(records, families, wall, args.workers)  # wall_s set below, once the replays are done
+    # wall_s is set below, once the replays are done
+    out = summarise(records, families, wall, args.workers, suites)
     if args.replay:
         # replay the first N successes per task in processes that did not record them
         jobs = []
         for t in tasks:
-            ok = [r for r in records if r["task"] == t.name and r["success"] and r.get("actions")]
+            ok = [r for r in records if r["task"] == label(t) and r["success"] and r.get("actions")]
             jobs += [(t, r["init"], r["actions"]) for r in sorted(ok, key=lambda r: r["init"])[: args.replay]]
         t1 = time.perf_counter()
         with ProcessPoolExecutor(args.workers, mp_context=ctx) as ex:
