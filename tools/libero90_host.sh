@@ -42,7 +42,8 @@ case "$cmd" in
     if running; then echo "already running"; status; exit 0; fi
     if [ ! -d "$WORK" ]; then
       mkdir -p "$(dirname "$WORK")"
-      cp -a . "$WORK"
+      mkdir -p "$WORK"  # the repository without carried bundle parts or local data
+      tar --exclude='./.dev-bundle*' --exclude=./data --exclude=./.bundle -cf - . | tar -C "$WORK" -xf -
       if [ ! -d "$WORK/.git" ]; then  # a copy without history: DVC experiments need a git repository
         (cd "$WORK" && git init -q && git add -A && git -c user.name=libero-dp -c user.email=libero-dp@localhost \
           commit -qm "snapshot for the libero90 preset")
@@ -58,6 +59,7 @@ case "$cmd" in
     fi
     export GIT_AUTHOR_NAME=libero-dp GIT_AUTHOR_EMAIL=libero-dp@localhost
     export GIT_COMMITTER_NAME=libero-dp GIT_COMMITTER_EMAIL=libero-dp@localhost
+    [ -f "$STATE/start" ] || date +%s.%N >"$STATE/start"  # first start: the preset's wall time counts from here
     setsid bash -c "make libero90 $* >>'$LOG' 2>&1; echo \$? >'$STATE/rc'" </dev/null >/dev/null 2>&1 &
     echo $! >"$STATE/pid"
     echo "started in $WORK: make libero90 $*"
@@ -71,7 +73,7 @@ case "$cmd" in
   pack)
     out=${1:?pack DIR}
     cd "$WORK"
-    files=(params.yaml dvc.lock metrics reports/summary.md reports/index.html .host/libero90.log)
+    files=(params.yaml dvc.lock metrics reports/summary.md reports/index.html .host)
     tar -czf "$out/libero90_results.tgz" --ignore-failed-read "${files[@]}" 2>/dev/null || true
     ls -la "$out"
     ;;
