@@ -111,7 +111,11 @@ def main() -> None:
         from libero_dp.language import embed_instructions
 
         suites = (*sim.SUITES, *sim.PRO_SUITES)  # PRO's reworded and new instructions too
-        texts = sorted({t.language for s in suites for t in sim.suite_tasks(s)})
+        # the benchmark's sentence and the task file's (what demo files record; 4 libero_90 tasks differ)
+        tasks_all = [t for s in suites for t in sim.suite_tasks(s)]
+        texts = sorted(
+            {t.language for t in tasks_all} | {sim.bddl_language(t.bddl_file) or "" for t in tasks_all} - {""}
+        )
         args.language.unlink(missing_ok=True)
         embed_instructions(texts, args.language)
         print(f"{args.language}: {len(texts)} instructions of {len(suites)} suites")

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from libero_dp import sim
 from libero_dp.config import EvalParams, ExecParams
 from libero_dp.evaluate.cache import cache_key, checkpoint_files, hash_paths, record_path
 from libero_dp.evaluate.controllers import (
@@ -140,7 +141,10 @@ def evaluate(
             demo_files.append(demo_file(demos_dir, task))
             specs += replay_specs(task, demo_files[-1], ep.seeds, ep.episodes_per_task, ep)
         else:
-            specs += protocol_specs(task, ep.seeds, ep.episodes_per_task, ep, languages.get(task.name))
+            # a training task gets the sentence the policy learned it with (a demo file's instruction may
+            # differ from the benchmark's: 4 libero_90 tasks); a LIBERO-PRO task keeps its own sentence
+            trained = languages.get(task.name) if task.suite in sim.SUITES else None
+            specs += protocol_specs(task, ep.seeds, ep.episodes_per_task, ep, trained)
     key = cache_key(ep, xp, models_dir, stats_path, demo_files, size, runner_factory)
     cache = Path(cache_root) / key
     cache.mkdir(parents=True, exist_ok=True)
