@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
 .PHONY: run test setup system-deps lint compare bench clean-cache experts eval-libero90-expert data-libero90 \
-  check-lock bundle bundle-install libero90
+  check-lock bundle bundle-install libero90 robustness
 
 run: setup ## run the whole pipeline (dvc repro) on the default: one task, CPU
 	dvc repro
@@ -94,3 +94,12 @@ libero90: ## libero_90 collect -> ... -> report on a GPU host (bundle installed)
 	  "source .bundle/env.sh"; exit 2; }
 	dvc config --local cache.type hardlink,copy
 	LIBERO_DP_TRAIN_GPUS=all dvc exp run -n libero90-$(or $(N),20)-s$(or $(SEED),0) $(LIBERO90_ARGS)
+
+# One checkpoint (or the expert: POLICY=expert) on a base suite and its four LIBERO-PRO variants; the report
+# gets the robustness table (success, Wilson interval, drop from the base in points, per task).
+ROBUST_TASKS = [$(SUITE),$(SUITE)_lan,$(SUITE)_object,$(SUITE)_swap,$(SUITE)_task]
+robustness: setup ## SUITE=libero_goal [POLICY=learned|expert] [EPISODES=50]: base suite + its 4 PRO variants
+	@test -n "$(SUITE)" || { echo "SUITE= one of libero_spatial libero_object libero_goal libero_10"; exit 2; }
+	dvc exp run -n robustness-$(SUITE)-$(or $(POLICY),learned) -S 'eval.tasks=$(ROBUST_TASKS)' \
+	  -S eval.policy=$(or $(POLICY),learned) -S eval.episodes_per_task=$(or $(EPISODES),50) -S eval.max_steps=600 \
+	  report

@@ -434,3 +434,54 @@ def test_killed_eval_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None
     got, want = _records(run_dir / "eval"), _records(ref_dir / "eval")
     assert [{k: r.get(k) for k in SAME} for r in got] == [{k: r.get(k) for k in SAME} for r in want]
     assert m["overall"] == ref["overall"] and m["tasks"] == ref["tasks"]
+
+
+def test_base_suite_and_pro_variant_in_one_run_and_the_robustness_table(tmp_path: Path) -> None:
+    """LIBERO-PRO's suites reuse their base suite's task names: one run over libero_goal and libero_goal_swap
+    keeps them apart (records, cache, metrics), and the report compares them (drop in points)."""
+    from libero_dp.report.robustness import robustness
+
+    out = tmp_path / "eval"
+    args = (
+        ExecParams(),
+        tmp_path / "models",
+        tmp_path / "stats.json",
+        tmp_path / "demos",
+        out,
+        tmp_path / "c",
+    )
+    m = ev.evaluate(
+        _params(policy="expert", tasks=["libero_goal:1", "libero_goal_swap:1"], workers=2),
+        *args,
+        progress=False,
+    )
+    recs = _records(out)
+    assert sorted(r["task"] for r in recs) == [
+        "libero_goal_swap/put_the_bowl_on_the_stove",
+        "put_the_bowl_on_the_stove",
+    ]
+    assert {r["suite"] for r in recs} == {"libero_goal", "libero_goal_swap"}
+    assert (
+        recs[0]["reset_seed"] == recs[1]["reset_seed"] and recs[0]["init_index"] == recs[1]["init_index"] == 0
+    )
+    assert set(m["suites"]) == {"libero_goal", "libero_goal_swap"} and m["overall"]["n"] == 2
+    assert m["tasks"]["libero_goal_swap/put_the_bowl_on_the_stove"]["suite"] == "libero_goal_swap"
+    table = robustness(m)
+    assert table is not None
+    (base, variant) = table["suite_rows"]
+    assert base[0] == "libero_goal" and variant[:2] == ["libero_goal_swap", "positions swapped"]
+    rates = {r["suite"]: r["success"] for r in recs}
+    drop = 100 * (rates["libero_goal"] - rates["libero_goal_swap"])
+    assert variant[-1] == f"{drop:+.1f}"
+    assert table["task_rows"] == [
+        [
+            "put_the_bowl_on_the_stove",
+            "libero_goal_swap",
+            f"{100 * rates['libero_goal']:.1f}%",
+            f"{100 * rates['libero_goal_swap']:.1f}%",
+            f"{drop:+.1f}",
+        ]
+    ]
+    assert (
+        robustness({"tasks": {"put_the_bowl_on_the_stove": m["tasks"]["put_the_bowl_on_the_stove"]}}) is None
+    )

@@ -177,7 +177,7 @@ def task_needs_grasp(task: sim.TaskSpec) -> bool:
 def spec_fields(spec: EpisodeSpec, policy: str) -> dict[str, Any]:
     """The fields that identify an episode, shared by normal and error records."""
     return {
-        "task": spec.task.name,
+        "task": spec.label,
         "suite": spec.task.suite,
         "task_index": spec.task.index,
         "family": family_of(spec.task),

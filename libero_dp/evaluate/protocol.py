@@ -22,6 +22,13 @@ from libero_dp.config import EvalParams
 DEFAULT_IMAGE_SIZE = 128
 
 
+def task_label(task: sim.TaskSpec) -> str:
+    """A task's name in records and metrics: its name in LIBERO's own suites (unique there; earlier results
+    use it), `suite/name` in LIBERO-PRO's suites, which reuse their base suite's task names, so a base suite
+    and its variants can be evaluated in one run."""
+    return task.name if task.suite in sim.SUITES else task.key
+
+
 @dataclass
 class EpisodeSpec:
     """One unit of work. For `replay`, reset seed / init state / actions come from the demo file."""
@@ -40,8 +47,12 @@ class EpisodeSpec:
     ref_states: np.ndarray | None = field(default=None, repr=False)  # the demo's states, to check the replay
 
     @property
+    def label(self) -> str:
+        return task_label(self.task)
+
+    @property
     def key(self) -> str:
-        return f"{self.task.name}/s{self.seed}_e{self.index:03d}"
+        return f"{self.label}/s{self.seed}_e{self.index:03d}"
 
 
 def protocol_specs(

@@ -10,6 +10,7 @@ from libero_dp import sim
 from libero_dp.bddl import family_of
 from libero_dp.config import EvalParams, ExecParams
 from libero_dp.evaluate.episode import FAILURE_LABELS
+from libero_dp.evaluate.protocol import task_label
 from libero_dp.metrics import rate_summary
 
 
@@ -33,12 +34,14 @@ def summarise(
     """Per-task and overall success with Wilson intervals, action clipping, failure labels, timing."""
     per_task: dict[str, Any] = {}
     for task in tasks:
-        rs = [r for r in records if r["task"] == task.name]
+        label = task_label(task)
+        rs = [r for r in records if r["task"] == label]
         succ = [r for r in rs if r["success"]]
         labels = {lab: sum(r.get("failure") == lab for r in rs) for lab in FAILURE_LABELS}
         sts = [r["steps_to_success"] for r in succ]
-        per_task[task.name] = {
+        per_task[label] = {
             **rate_summary(len(succ), len(rs)),
+            "suite": task.suite,
             "family": family_of(task),
             "mean_steps_to_success": _mean(sts),
             "median_steps_to_success": float(median(sts)) if sts else None,
@@ -71,6 +74,11 @@ def summarise(
             "tasks_at_least_90pct": sum(t["success_rate"] >= 0.9 for _, t in ts),
             "failures": {lab: sum(r.get("failure") == lab for r in fr) for lab in FAILURE_LABELS},
         }
+    suites: dict[str, Any] = {}
+    for su in sorted({t.suite for t in tasks}):
+        labels = {task_label(t) for t in tasks if t.suite == su}
+        sr = [r for r in records if r["task"] in labels]
+        suites[su] = {**rate_summary(sum(r["success"] for r in sr), len(sr)), "tasks": len(labels)}
     timing = {
         "wall_s": wall_s,
         "episodes_run": len(new),
@@ -85,6 +93,7 @@ def summarise(
         "policy": ep.policy,
         "overall": overall,
         "families": families,
+        "suites": suites,
         "tasks": per_task,
         "exec": xp.model_dump(),
         "eval": {k: v for k, v in ep.model_dump().items() if k != "out_dir"},

@@ -22,7 +22,7 @@ def video_choices(ep: EvalParams, specs: list[EpisodeSpec], records: dict[str, d
         r = records.get(s.key)
         if r is None or r.get("error"):
             continue
-        kind = (s.task.name, bool(r["success"]))
+        kind = (s.label, bool(r["success"]))
         limit = ep.videos_success if r["success"] else ep.videos_failure
         if counts.get(kind, 0) < limit:
             counts[kind] = counts.get(kind, 0) + 1
@@ -31,7 +31,8 @@ def video_choices(ep: EvalParams, specs: list[EpisodeSpec], records: dict[str, d
 
 
 def video_name(spec: EpisodeSpec, rec: dict) -> str:
-    return f"{spec.task.name}_s{spec.seed}_e{spec.index:03d}_{'success' if rec['success'] else 'failure'}.mp4"
+    name = spec.label.replace("/", "__")
+    return f"{name}_s{spec.seed}_e{spec.index:03d}_{'success' if rec['success'] else 'failure'}.mp4"
 
 
 def videos_missing(ep: EvalParams, specs: list[EpisodeSpec], records: dict, cache: Path) -> bool:

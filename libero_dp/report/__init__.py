@@ -47,6 +47,7 @@ from libero_dp.report.inputs import (
     read_train_log,
 )
 from libero_dp.report.page import CSS, html_table, md_table, render_html, render_md, video_figure
+from libero_dp.report.robustness import robustness
 from libero_dp.report.tables import (
     _K_INIT,
     _K_VIDEO,
@@ -265,6 +266,7 @@ def render(inputs: Inputs, paths_episodes: int = 3, out_dir: Path = Path("report
             "val_dims": [[k, fmt(num(v), ".4g")] for k, v in val_dims.items()],
         },
         "ratio": ratio_info(scale_m),
+        "robustness": robustness(ev),
         "has_demo_paths": bool(inputs.demo_paths),
         "failures": _failures(inputs, out_dir, VideoBudget()),
         "lock_headers": LOCK_HEADERS,
