@@ -163,6 +163,28 @@ def table_wall_s(records: list[dict], ledger: Path, run_id: str, this_run_s: flo
     return {"wall_s": total, "runs": runs, "episodes_without_run": unknown}
 
 
+def _group(tasks: dict[str, dict], field: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = defaultdict(list)
+    for v in tasks.values():
+        out[v[field]].append(v)
+    return dict(sorted(out.items()))
+
+
+def group_summary(vs: list[dict], causes: bool = False) -> dict:
+    """Success over a group of tasks (a family or a suite): tasks at >= 90%, pooled rate and interval."""
+    n, k = sum(v["n"] for v in vs), sum(v["successes"] for v in vs)
+    out = {
+        "tasks": len(vs),
+        "tasks_at_90pct": sum(v["success_rate"] >= 0.9 for v in vs),
+        "episodes": n,
+        "success_rate": k / n,
+        "wilson_95": list(wilson(k, n)),
+    }
+    if causes:
+        out["failure_causes"] = dict(sum((Counter(v["failure_causes"]) for v in vs), Counter()))
+    return out
+
+
 def summarise(
     records: list[dict], families: dict[str, str], wall_s: float, workers: int, suites: dict[str, str]
 ) -> dict:
@@ -189,32 +211,8 @@ def summarise(
             "failure_causes": dict(Counter(r["failure_cause"] for r in rs if not r["success"])),
             "errors": sorted({r["error"] for r in rs if r.get("error")})[:3],
         }
-    fam: dict[str, list[dict]] = defaultdict(list)
-    for v in tasks.values():
-        fam[v["family"]].append(v)
-    per_family = {}
-    for f, vs in sorted(fam.items()):
-        n = sum(v["n"] for v in vs)
-        k = sum(v["successes"] for v in vs)
-        per_family[f] = {
-            "tasks": len(vs),
-            "tasks_at_90pct": sum(v["success_rate"] >= 0.9 for v in vs),
-            "episodes": n,
-            "success_rate": k / n,
-            "wilson_95": list(wilson(k, n)),
-            "failure_causes": dict(sum((Counter(v["failure_causes"]) for v in vs), Counter())),
-        }
-    per_suite = {}
-    for su in sorted({v["suite"] for v in tasks.values()}):
-        vs = [v for v in tasks.values() if v["suite"] == su]
-        n, k = sum(v["n"] for v in vs), sum(v["successes"] for v in vs)
-        per_suite[su] = {
-            "tasks": len(vs),
-            "tasks_at_90pct": sum(v["success_rate"] >= 0.9 for v in vs),
-            "episodes": n,
-            "success_rate": k / n,
-            "wilson_95": list(wilson(k, n)),
-        }
+    per_family = {f: group_summary(vs, causes=True) for f, vs in _group(tasks, "family").items()}
+    per_suite = {su: group_summary(vs) for su, vs in _group(tasks, "suite").items()}
     n = sum(v["n"] for v in tasks.values())
     k = sum(v["successes"] for v in tasks.values())
     return {
