@@ -98,8 +98,9 @@ libero90: ## libero_90 collect -> ... -> report on a GPU host (bundle installed)
 # One checkpoint (or the expert: POLICY=expert) on a base suite and its four LIBERO-PRO variants; the report
 # gets the robustness table (success, Wilson interval, drop from the base in points, per task).
 ROBUST_TASKS = [$(SUITE),$(SUITE)_lan,$(SUITE)_object,$(SUITE)_swap,$(SUITE)_task]
-robustness: setup ## SUITE=libero_goal [POLICY=learned|expert] [EPISODES=50]: base suite + its 4 PRO variants
+robustness: setup ## SUITE=libero_goal [POLICY=learned|expert] [EPISODES=50] [VIDEOS=1 failure video a task]
 	@test -n "$(SUITE)" || { echo "SUITE= one of libero_spatial libero_object libero_goal libero_10"; exit 2; }
 	dvc exp run -n robustness-$(SUITE)-$(or $(POLICY),learned) -S 'eval.tasks=$(ROBUST_TASKS)' \
 	  -S eval.policy=$(or $(POLICY),learned) -S eval.episodes_per_task=$(or $(EPISODES),50) -S eval.max_steps=600 \
+	  -S eval.videos_success=0 -S eval.videos_failure=$(or $(VIDEOS),1) \
 	  report
