@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from libero_dp import expert as expert_mod  # noqa: E402
 from libero_dp import sim  # noqa: E402
+from libero_dp.evaluate.protocol import task_label as label  # noqa: E402 (suite/name in PRO suites)
 from libero_dp.fileio import write_json  # noqa: E402
 from libero_dp.metrics import wilson  # noqa: E402
 
@@ -65,12 +66,6 @@ def _code_hash() -> str:
     for f in (*pkg, Path(sim.__file__), *_plugins()):
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
-
-
-def label(task: sim.TaskSpec) -> str:
-    """A task's key in the table: its name in LIBERO's own suites (names are unique there, and earlier tables
-    use them), `suite/name` elsewhere (LIBERO-PRO's suites reuse their base suite's task names)."""
-    return task.name if task.suite in sim.SUITES else task.key
 
 
 def run_one(task: sim.TaskSpec, init_id: int, max_steps: int) -> dict:

@@ -34,6 +34,7 @@ from libero_dp import expert as expert_mod  # noqa: E402
 from libero_dp import sim  # noqa: E402
 from libero_dp.fileio import write_json  # noqa: E402
 from libero_dp.metrics import wilson  # noqa: E402
+from libero_dp.report.tables import task_family  # noqa: E402
 
 OUTCOMES = ("followed", "ignored", "neither")
 
@@ -122,9 +123,10 @@ def summarise(records: list[dict]) -> dict:
 
 
 def _scene(key: str) -> str:
+    """libero_90's scene prefix (the report's task family); one scene for suites without prefixes."""
     name = key.split("/")[-1]
-    m = re.match(r"^([A-Z_]*SCENE\d+)_", name)
-    return m.group(1) if m else "scene"
+    family = task_family(name)
+    return family if family != name else "scene"
 
 
 def main() -> None:

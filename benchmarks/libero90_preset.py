@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 STAGES = ("collect", "extract", "scale", "windows", "train", "eval", "report")
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 def _load(run: Path, name: str) -> dict:
@@ -80,7 +79,10 @@ def summarize(run: Path, fps: float | None, host_info: dict) -> dict:
     frames = sum(x["demos"] * x["mean_episode_length"] for x in tasks)
     render_s = sum(x["demos"] * x["mean_render_s_per_demo"] for x in tasks)
     gpus = len(host_info.get("gpus") or []) or t.get("world_size", 1)
-    peak = next((v for k, v in PEAK_BF16.items() if any(k in g for g in host_info.get("gpus", []))), None)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from train_gpu import peak_flops  # the dense bf16 peaks MFU is measured against there too
+
+    peak = next((p for g in host_info.get("gpus", []) if (p := peak_flops(g))), None)
     sps = t.get("samples_per_s")
     out = {
         "host": host_info,
