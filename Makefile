@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 # absolute, so `dvc exp run --temp/--queue` copies log to the same embedded store
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: run test setup system-deps lint compare bench clean-cache experts eval-libero90-expert data-libero90 \
+.PHONY: run test setup system-deps lint compare bench clean-cache experts grounding eval-libero90-expert data-libero90 \
   check-lock bundle bundle-install libero90 robustness
 
 run: setup ## run the whole pipeline (dvc repro) on the default: one task, CPU
@@ -94,6 +94,15 @@ libero90: ## libero_90 collect -> ... -> report on a GPU host (bundle installed)
 	  "source .bundle/env.sh"; exit 2; }
 	dvc config --local cache.type hardlink,copy
 	LIBERO_DP_TRAIN_GPUS=all dvc exp run -n libero90-$(or $(N),20)-s$(or $(SEED),0) $(LIBERO90_ARGS)
+
+# Language grounding within a scene: every ordered pair (A, B) of the suite's tasks that share a scene, B's
+# instruction from A's first INITS official init states; eval.json `grounding` and the report's table.
+grounding: setup ## SUITE=libero_goal|libero_90|... [POLICY=learned|expert] [INITS=2] [EPISODES=10]
+	@test -n "$(SUITE)" || { echo "SUITE= a suite whose scenes hold several tasks: libero_goal, libero_90"; exit 2; }
+	dvc exp run -n grounding-$(SUITE)-$(or $(POLICY),learned) -S 'eval.tasks=[$(SUITE)]' \
+	  -S eval.policy=$(or $(POLICY),learned) -S eval.grounding_inits=$(or $(INITS),2) \
+	  -S eval.episodes_per_task=$(or $(EPISODES),10) -S eval.max_steps=600 -S eval.videos_success=0 \
+	  -S eval.videos_failure=0 report
 
 # One checkpoint (or the expert: POLICY=expert) on a base suite and its four LIBERO-PRO variants; the report
 # gets the robustness table (success, Wilson interval, drop from the base in points, per task).

@@ -5,6 +5,8 @@ env), start from A's init state k, act for B, and read from the final sim state 
 (followed; A's may hold too when B contains it), A's only (ignored), or neither. The expert is
 given B's goal (it reads goals, not sentences), so its followed rate is the reference a policy given B's
 instruction is measured against; where it is below 100% the causes are the expert's failure labels.
+For a learned policy the same test runs inside the eval stage (`eval.grounding_inits`, `make grounding`),
+on the pairs of libero_dp.evaluate.grounding, and the report gets its table.
 
     python benchmarks/grounding.py --suite libero_goal --inits 2 --out metrics/grounding_expert.json
     python benchmarks/grounding.py --suite libero_90 --scenes KITCHEN_SCENE3 KITCHEN_SCENE10 --inits 2
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import re
 import sys
 import time
 from collections import Counter, defaultdict
@@ -32,28 +33,13 @@ sys.path.insert(0, str(ROOT))
 
 from libero_dp import expert as expert_mod  # noqa: E402
 from libero_dp import sim  # noqa: E402
+from libero_dp.evaluate import grounding  # noqa: E402
 from libero_dp.fileio import write_json  # noqa: E402
 from libero_dp.metrics import wilson  # noqa: E402
 from libero_dp.report.tables import task_family  # noqa: E402
 
-OUTCOMES = ("followed", "ignored", "neither")
-
-
-def _block(text: str, name: str) -> str:
-    m = re.search(rf"\(:{name}(.*?)\n\s*\)", text, re.S)
-    return " ".join(m.group(1).split()) if m else ""
-
-
-def scene_signature(task: sim.TaskSpec) -> tuple[str, str]:
-    text = Path(task.bddl_file).read_text()
-    return _block(text, "objects"), _block(text, "fixtures")
-
-
-def pairs(tasks: list[sim.TaskSpec]) -> list[tuple[sim.TaskSpec, sim.TaskSpec]]:
-    groups: dict[tuple[str, str], list[sim.TaskSpec]] = defaultdict(list)
-    for t in tasks:
-        groups[scene_signature(t)].append(t)
-    return [(a, b) for g in groups.values() for a in g for b in g if a.key != b.key]
+OUTCOMES = grounding.OUTCOMES
+pairs = grounding.scene_pairs
 
 
 def run_pair(a: sim.TaskSpec, b: sim.TaskSpec, inits: list[int], max_steps: int) -> list[dict]:
@@ -79,9 +65,7 @@ def run_pair(a: sim.TaskSpec, b: sim.TaskSpec, inits: list[int], max_steps: int)
             sim.reset_to(env_a, k, state)
             sim.set_state(env_a, final)
             a_holds, b_holds = sim.check_success(env_a), bool(r["final_success"])
-            # B holding is following, whether or not A also holds (B may contain A: "turn on the stove
-            # and put the pan on it" after "turn on the stove")
-            outcome = "followed" if b_holds else "ignored" if a_holds else "neither"
+            outcome = grounding.outcome(b_holds, a_holds)
             out.append(
                 {
                     **rec,

@@ -149,6 +149,9 @@ class EvalParams(_Section):
     # would read, so a scripted-expert protocol run costs what a learned policy's would; 0 = no images
     expert_image_every: int = Field(0, ge=0)
     expert_image_history: int = Field(2, ge=1)
+    # language grounding (evaluate/grounding.py): for every ordered pair (A, B) of the evaluated tasks that
+    # share a scene, B's instruction from A's first n official init states; 0 = off
+    grounding_inits: int = Field(0, ge=0)
     out_dir: str = "data/eval"
 
 

@@ -485,3 +485,44 @@ def test_base_suite_and_pro_variant_in_one_run_and_the_robustness_table(tmp_path
     assert (
         robustness({"tasks": {"put_the_bowl_on_the_stove": m["tasks"]["put_the_bowl_on_the_stove"]}}) is None
     )
+
+
+def test_grounding_pairs_within_a_scene_and_the_report_table(tmp_path: Path) -> None:
+    """eval.grounding_inits: for two libero_goal tasks (one scene), each is told from the other's init state;
+    the outcome is read from the final state (B's goal: followed; only A's: ignored), kept apart from the
+    protocol's rates, summarised in eval.json and tabled in the report."""
+    from libero_dp.evaluate import grounding
+    from libero_dp.report.grounding import grounding_table
+
+    out = tmp_path / "eval"
+    args = (ExecParams(), tmp_path / "models", tmp_path / "stats.json", tmp_path / "demos", out, tmp_path)
+    params = _params(policy="expert", tasks=["libero_goal:7", "libero_goal:8"], workers=2, grounding_inits=1)
+    langs = {t.name: t.language for t in sim.resolve_tasks(params.tasks)}
+    m = ev.evaluate(params, *args, progress=False)
+    recs = _records(out)
+    assert sorted(r["task"] for r in recs) == ["put_the_bowl_on_the_plate", "turn_on_the_stove"]
+    assert not any("grounding" in r for r in recs) and m["overall"]["n"] == 2  # protocol rates unchanged
+    gr = [json.loads(line) for line in (out / "grounding.jsonl").read_text().splitlines()]
+    assert sorted((r["grounding"]["from_task"], r["task"]) for r in gr) == [
+        ("put_the_bowl_on_the_plate", "turn_on_the_stove"),
+        ("turn_on_the_stove", "put_the_bowl_on_the_plate"),
+    ]
+    for r in gr:
+        g = r["grounding"]
+        assert g["instruction"] == langs[r["task"]]  # B's sentence, not A's
+        assert g["outcome"] == grounding.outcome(r["success"], g["a_holds"]), r
+        assert r["init_index"] == 0 and r["scene"] == "libero_goal"
+    # the expert turns the stove on from the bowl-on-plate scene (its reference run: followed)
+    stove = next(r for r in gr if r["task"] == "turn_on_the_stove")
+    assert stove["grounding"]["outcome"] == "followed" and stove["success"]
+    g = m["grounding"]
+    assert g["pairs"] == 2 and g["episodes"] == 2 and g["overall"]["n"] == 2
+    assert g["overall"]["followed"] == sum(r["grounding"]["outcome"] == "followed" for r in gr)
+    assert set(g["per_scene"]) == {"libero_goal:libero_goal"}
+    table = grounding_table(m)
+    assert table is not None and table["rows"][-1][0] == "all scenes"
+    assert table["rows"][-1][1] == f"{100 * g['overall']['success_rate']:.1f}%"
+    assert len(table["pair_rows"]) == 2 and grounding_table({"tasks": {}}) is None
+    # a rerun finds every episode (the grounding ones too) in the cache
+    m2 = ev.evaluate(params, *args, progress=False)
+    assert m2["timing"]["episodes_run"] == 0 and m2["grounding"] == g

@@ -3,6 +3,7 @@
 The package, one concern per module, imports flowing one way (each imports only those above it):
   protocol     which episodes run (reset seed, init state, wait steps) on which tasks
   controllers  observations -> raw actions (scripted expert, demo replay, chunking policy)
+  grounding    language grounding within a scene: B's instruction from A's init state, which goal holds
   episode      `rollout`, one episode: the control loop with on-demand rendering, its record and failure label
   worker       one process running episodes (env per task, policy loaded once), also renders videos
   pool         Ray session and the actor pool (dynamic scheduling, dead-actor retry)
@@ -30,6 +31,7 @@ import numpy as np
 
 from libero_dp import sim
 from libero_dp.config import EvalParams, ExecParams
+from libero_dp.evaluate import grounding
 from libero_dp.evaluate.cache import cache_key, checkpoint_files, hash_paths, record_path
 from libero_dp.evaluate.controllers import (
     ChunkController,
@@ -136,15 +138,24 @@ def evaluate(
             raise FileNotFoundError(f"{stats_path}: the scale stage's stats.json is needed to decode actions")
     specs: list[EpisodeSpec] = []
     demo_files: list[Path] = []
+
+    def sentence(task: sim.TaskSpec) -> str:
+        # a training task gets the sentence the policy learned it with (a demo file's instruction may
+        # differ from the benchmark's: 4 libero_90 tasks); a LIBERO-PRO task keeps its own sentence
+        trained = languages.get(task.name) if task.suite in sim.SUITES else None
+        return trained or task.language
+
     for task in tasks:
         if ep.policy == "replay":
             demo_files.append(demo_file(demos_dir, task))
             specs += replay_specs(task, demo_files[-1], ep.seeds, ep.episodes_per_task, ep)
         else:
-            # a training task gets the sentence the policy learned it with (a demo file's instruction may
-            # differ from the benchmark's: 4 libero_90 tasks); a LIBERO-PRO task keeps its own sentence
-            trained = languages.get(task.name) if task.suite in sim.SUITES else None
-            specs += protocol_specs(task, ep.seeds, ep.episodes_per_task, ep, trained)
+            specs += protocol_specs(task, ep.seeds, ep.episodes_per_task, ep, sentence(task))
+    if ep.grounding_inits and ep.policy != "replay":
+        for a, b in grounding.scene_pairs(tasks):
+            specs += grounding.grounding_specs(
+                a, b, ep.seeds, ep.grounding_inits, ep.num_steps_wait, ep.max_steps, sentence(b)
+            )
     key = cache_key(ep, xp, models_dir, stats_path, demo_files, size, runner_factory)
     cache = Path(cache_root) / key
     cache.mkdir(parents=True, exist_ok=True)
@@ -226,11 +237,16 @@ def evaluate(
             videos = make_videos(ep, specs, records, cache, pool)
     else:
         videos = make_videos(ep, specs, records, cache, None)
-    ordered = [records[s.key] for s in specs]
+    ordered = [records[s.key] for s in specs if s.grounding_from is None]
+    grounded = [records[s.key] for s in specs if s.grounding_from is not None]
     with atomic_dir(out_dir) as tmp:
         with open(tmp / "records.jsonl", "w") as f:
             for r in ordered:
                 f.write(json.dumps(r) + "\n")
+        if grounded:
+            with open(tmp / "grounding.jsonl", "w") as f:
+                for r in grounded:
+                    f.write(json.dumps(r) + "\n")
         if videos:
             (tmp / "videos").mkdir()
             for name, data in videos.items():
@@ -239,6 +255,8 @@ def evaluate(
     metrics = summarise(
         ep, xp, tasks, ordered, new, t_episodes, time.perf_counter() - t_start, key, size, sorted(videos)
     )
+    if grounded:
+        metrics["grounding"] = grounding.summarise(grounded)
     metrics["timing"]["ray"] = cluster
     if ep.policy == "expert" and collect_metrics is not None and Path(collect_metrics).exists():
         collected = json.loads(Path(collect_metrics).read_text()).get("tasks", {})

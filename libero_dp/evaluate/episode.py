@@ -23,6 +23,7 @@ import numpy as np
 
 from libero_dp import sim
 from libero_dp.bddl import family_of
+from libero_dp.evaluate import grounding
 from libero_dp.evaluate.controllers import Controller
 from libero_dp.evaluate.protocol import EpisodeSpec
 
@@ -175,8 +176,16 @@ def task_needs_grasp(task: sim.TaskSpec) -> bool:
 
 
 def spec_fields(spec: EpisodeSpec, policy: str) -> dict[str, Any]:
-    """The fields that identify an episode, shared by normal and error records."""
+    """The fields that identify an episode, shared by normal and error records (a grounding episode's
+    outcome stays `error` unless the worker reads one from its final state)."""
+    extra: dict[str, Any] = {}
+    if spec.grounding_from is not None:
+        extra = {
+            "grounding": {**grounding.grounding_fields(spec), "outcome": "error"},
+            "scene": grounding.scene_of(spec.task),
+        }
     return {
+        **extra,
         "task": spec.label,
         "suite": spec.task.suite,
         "task_index": spec.task.index,

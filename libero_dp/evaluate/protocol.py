@@ -45,6 +45,8 @@ class EpisodeSpec:
     demo: str | None = None  # replayed demo key
     actions: np.ndarray | None = field(default=None, repr=False)
     ref_states: np.ndarray | None = field(default=None, repr=False)  # the demo's states, to check the replay
+    # grounding episodes (evaluate/grounding.py): B's task from this task A's init state, B's instruction
+    grounding_from: sim.TaskSpec | None = None
 
     @property
     def label(self) -> str:
@@ -52,6 +54,8 @@ class EpisodeSpec:
 
     @property
     def key(self) -> str:
+        if self.grounding_from is not None:
+            return f"{self.label}/from_{self.grounding_from.name}/s{self.seed}_e{self.index:03d}"
         return f"{self.label}/s{self.seed}_e{self.index:03d}"
 
 

@@ -82,7 +82,7 @@ def summarise(
     timing = {
         "wall_s": wall_s,
         "episodes_run": len(new),
-        "episodes_cached": n - len(new),
+        "episodes_cached": n - sum(not r.get("grounding") for r in new),  # of the protocol's episodes
         "episodes_per_hour": 3600.0 * len(new) / t_episodes if new and t_episodes > 0 else None,
         "env_steps_per_s": steps_new / t_episodes if new and t_episodes > 0 else None,
         "mean_episode_wall_s": _mean([r["wall_s"] for r in new]),

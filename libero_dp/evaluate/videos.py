@@ -20,7 +20,7 @@ def video_choices(ep: EvalParams, specs: list[EpisodeSpec], records: dict[str, d
     counts: dict[tuple[str, bool], int] = {}
     for s in specs:
         r = records.get(s.key)
-        if r is None or r.get("error"):
+        if r is None or r.get("error") or s.grounding_from is not None:
             continue
         kind = (s.label, bool(r["success"]))
         limit = ep.videos_success if r["success"] else ep.videos_failure

@@ -18,6 +18,7 @@ import numpy as np
 
 from libero_dp import sim
 from libero_dp.config import ExecParams
+from libero_dp.evaluate import grounding
 from libero_dp.evaluate.controllers import (
     ChunkController,
     Controller,
@@ -130,10 +131,15 @@ class EpisodeWorker:
             self.setup()
             env = self.env(spec.task)
             ctrl = self.controller(spec)
+            skip = grounding.skip_reason(env, spec) if spec.grounding_from is not None else None
         except Exception as e:  # noqa: BLE001
             rec = error_record(spec, self.cfg.policy, f"{type(e).__name__}: {e}")
             rec["wall_s"] = time.perf_counter() - t0
-            return rec, {}
+            return self._grounded(spec, rec, None), {}
+        if skip is not None:
+            rec = error_record(spec, self.cfg.policy, "", failure="")
+            rec.update(error=None, failure=None, wall_s=time.perf_counter() - t0)
+            return self._grounded(spec, rec, None, skip), {}
         rec, arrays = rollout(
             env,
             spec,
@@ -145,7 +151,27 @@ class EpisodeWorker:
         )
         rec["wall_s"] = time.perf_counter() - t0
         rec["pid"] = os.getpid()
-        return rec, arrays
+        return self._grounded(spec, rec, arrays.get("states")), arrays
+
+    def _grounded(
+        self, spec: EpisodeSpec, rec: dict[str, Any], states: np.ndarray | None, skip: str | None = None
+    ) -> dict[str, Any]:
+        """A grounding episode's outcome (A's goal read on B's final state); other episodes unchanged."""
+        if spec.grounding_from is None:
+            return rec
+        g: dict[str, Any] = dict(rec["grounding"])
+        if skip is not None:
+            g.update(outcome="skipped", why=skip)
+        elif rec["error"] or states is None or not len(states):
+            g.update(outcome="error", why=rec["error"])
+        else:
+            try:
+                a_holds = grounding.a_goal_holds(self.env(spec.grounding_from), spec, states[-1])
+                g.update(outcome=grounding.outcome(bool(rec["success"]), a_holds), a_holds=a_holds)
+            except Exception as e:  # noqa: BLE001 - A's env failed: this episode's error, the run goes on
+                g.update(outcome="error", why=f"{type(e).__name__}: {e}")
+        rec["grounding"] = g
+        return rec
 
     def render_video(
         self, task: sim.TaskSpec, reset_seed: int, states: np.ndarray, mhash: str | None, every: int

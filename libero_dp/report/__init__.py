@@ -36,6 +36,7 @@ from libero_dp.report.figures import (
     pick_path_episodes,
     png_b64,
 )
+from libero_dp.report.grounding import grounding_table
 from libero_dp.report.inputs import (
     REQUIRED_METRICS,
     Inputs,
@@ -267,6 +268,7 @@ def render(inputs: Inputs, paths_episodes: int = 3, out_dir: Path = Path("report
         },
         "ratio": ratio_info(scale_m),
         "robustness": robustness(ev),
+        "grounding": grounding_table(ev),
         "has_demo_paths": bool(inputs.demo_paths),
         "failures": _failures(inputs, out_dir, VideoBudget()),
         "lock_headers": LOCK_HEADERS,
