@@ -133,3 +133,70 @@ def init_from(model: nn.Module, path: str | Path, prefer: Literal["ema", "raw"] 
         state = {k[len("module.") :]: v for k, v in state.items()}  # saved from a DDP wrapper
     left = load_weights(model, state, str(file))
     return {"file": str(file), "tensors": len(state), "kept_init": len(left)}
+
+
+def header_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a .safetensors file, from its header (no tensor is read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - not a dict
+
+
+def check_checkpoint(models_dir: str | Path, weights: str, stats_path: str | Path) -> dict[str, Any]:
+    """Everything an evaluation needs from a checkpoint, checked before any episode (and any Ray actor) runs.
+
+    config.json parses and names a policy; the weights file's tensor names and shapes are those of the model
+    that config builds (read from the safetensors header, on the meta device: no weights are loaded); the
+    normalisation stats exist and fit the data dims the config was trained with. Any failure is one error
+    naming the file, the field and what was expected. Returns the config.
+    """
+    import json
+
+    from libero_dp.units import Transform
+
+    models_dir, stats_path = Path(models_dir), Path(stats_path)
+    cfg_file = models_dir / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(
+            f"{cfg_file}: missing; expected the train stage's config.json beside the weights"
+        )
+    try:
+        config = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_file}: not valid JSON ({e})") from None
+    for field in ("policy", "dataset"):
+        if not isinstance(config.get(field), dict):
+            raise ValueError(
+                f"{cfg_file}: field '{field}' missing or not a mapping; expected train.py's config"
+            )
+    file = models_dir / {"ema": "ema.safetensors", "raw": "model.safetensors"}[weights]
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: missing; eval.weights={weights} reads it")
+    try:
+        with torch.device("meta"):
+            model = build_policy(config.get("kind", "dp"), config["policy"])
+    except TypeError as e:
+        raise ValueError(f"{cfg_file}: field 'policy' does not describe a policy: {e}") from None
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = header_shapes(file)
+    try:
+        compare(own, {k: torch.empty(s, device="meta") for k, s in found.items()}, str(file))
+    except CheckpointMismatch as e:
+        raise CheckpointMismatch(f"{e}\n(the model is built from {cfg_file}, field 'policy')") from None
+    if not stats_path.is_file():
+        raise FileNotFoundError(
+            f"{stats_path}: missing; the normalisation stats (the scale stage's stats.json) are needed to "
+            "decode the policy's actions"
+        )
+    t = Transform.load(stats_path)
+    ds = config["dataset"]
+    for field, have in (("action_dim", t.action_dim), ("proprio_dim", t.proprio_dim)):
+        norm = t.action_norm if field == "action_dim" else t.proprio_norm
+        if field in ds and (int(ds[field]) != have or len(norm.offset) != have):
+            raise ValueError(
+                f"{stats_path}: {have}-d {field.split('_')[0]}s ({len(norm.offset)} normaliser dims) do not "
+                f"fit {cfg_file} field 'dataset.{field}' = {ds[field]}; expected the stats the policy was "
+                "trained with"
+            )
+    return config

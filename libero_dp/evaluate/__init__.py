@@ -134,7 +134,11 @@ def evaluate(
     languages = dict(zip(info.get("task_names", []), info.get("languages", []), strict=False))
     size = int(image_size or info.get("data_image_size") or extracted_image_size() or DEFAULT_IMAGE_SIZE)
     if ep.policy == "learned":
-        if not stats_path.exists():
+        if runner_factory is None:  # config vs weights vs stats, before any actor or episode
+            from libero_dp.checkpoint import check_checkpoint  # torch: only for a learned policy
+
+            check_checkpoint(models_dir, ep.weights, stats_path)
+        elif not stats_path.exists():
             raise FileNotFoundError(f"{stats_path}: the scale stage's stats.json is needed to decode actions")
     specs: list[EpisodeSpec] = []
     demo_files: list[Path] = []
