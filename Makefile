@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
 .PHONY: run test setup system-deps lint compare bench clean-cache experts grounding eval-libero90-expert data-libero90 \
-  check-lock bundle bundle-install libero90 robustness
+  check-lock bundle bundle-install libero90 robustness export-checkpoint eval-checkpoint eval-libero90
 
 run: setup ## run the whole pipeline (dvc repro) on the default: one task, CPU
 	dvc repro
@@ -94,6 +94,19 @@ libero90: ## libero_90 collect -> ... -> report on a GPU host (bundle installed)
 	  "source .bundle/env.sh"; exit 2; }
 	dvc config --local cache.type hardlink,copy
 	LIBERO_DP_TRAIN_GPUS=all dvc exp run -n libero90-$(or $(N),20)-s$(or $(SEED),0) $(LIBERO90_ARGS)
+
+# A trained policy as one self-contained folder (bf16 EMA weights, config with its task names, normalisation
+# stats, language embeddings, sha256 manifest; <= 64 MiB), and its evaluation on this machine's CPU with the
+# eval stage's code: anyone can check a claimed rate without a GPU. CKPT defaults to the libero_90 policy.
+export-checkpoint: setup ## OUT=checkpoints/NAME [MODELS=models] [STATS=data/scaled/stats.json]
+	@test -n "$(OUT)" || { echo "OUT= the folder to write, e.g. checkpoints/libero90"; exit 2; }
+	$(PY) tools/checkpoint.py export --models $(or $(MODELS),models) --stats $(or $(STATS),data/scaled/stats.json) \
+	  --out $(OUT)
+eval-checkpoint eval-libero90: setup ## [CKPT=checkpoints/libero90] [TASKS="libero_90:0 libero_90:7"] [EPISODES=10]
+	@test -f $(or $(CKPT),checkpoints/libero90)/manifest.json || { echo "$(or $(CKPT),checkpoints/libero90):" \
+	  "no exported checkpoint (manifest.json); make export-checkpoint OUT=... writes one"; exit 2; }
+	$(PY) tools/checkpoint.py eval $(or $(CKPT),checkpoints/libero90) $(if $(TASKS),--tasks $(TASKS)) \
+	  --episodes $(or $(EPISODES),10) --workers $(or $(WORKERS),2)
 
 # Language grounding within a scene: every ordered pair (A, B) of the suite's tasks that share a scene, B's
 # instruction from A's first INITS official init states; eval.json `grounding` and the report's table.

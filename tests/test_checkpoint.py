@@ -36,7 +36,12 @@ def ckpt(tmp_path: Path) -> Path:
     d = tmp_path / "models"
     d.mkdir()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "ema.safetensors"))
-    config = {"kind": "dp", "policy": cfg.to_dict(), "dataset": {"action_dim": 10, "proprio_dim": 10}}
+    ds = {
+        "action_dim": 10,
+        "proprio_dim": 10,
+        "task_names": ["KITCHEN_SCENE10_close_the_top_drawer_of_the_cabinet"],
+    }
+    config = {"kind": "dp", "policy": cfg.to_dict(), "dataset": ds, "train": {"prediction_type": "sample"}}
     (d / "config.json").write_text(json.dumps(config))
     _stats(tmp_path / "stats.json")
     return d
@@ -83,3 +88,35 @@ def test_evaluate_fails_before_any_episode(ckpt: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointMismatch, match="unexpected key"):
         ev.evaluate(params, ExecParams(), ckpt, tmp_path / "stats.json", tmp_path, out, cache, progress=False)
     assert not out.exists() and not cache.exists()
+
+
+def test_export_is_self_contained_bf16_and_verified(ckpt: Path, tmp_path: Path) -> None:
+    """export: bf16 weights that load into the fp32 policy, config/stats/manifest beside them; a changed file
+    fails verification; over the size limit is an error that writes nothing."""
+    import torch
+    from safetensors.torch import load_file
+
+    from libero_dp.checkpoint import build_policy, load_weights
+    from libero_dp.export import export_checkpoint, verify
+
+    out = tmp_path / "export"
+    m = export_checkpoint(ckpt, tmp_path / "stats.json", out)
+    assert sorted(m["files"]) == ["config.json", "ema.safetensors", "stats.json"] and m["dtype"] == "bf16"
+    w = load_file(str(out / "ema.safetensors"))
+    assert {v.dtype for v in w.values()} == {torch.bfloat16}
+    assert (out / "ema.safetensors").stat().st_size < 0.6 * (ckpt / "ema.safetensors").stat().st_size
+    cfg = check_checkpoint(out, "ema", out / "stats.json")
+    assert cfg["dataset"]["task_names"] and cfg["export"] == {"weights": "ema", "dtype": "bf16"}
+    model = build_policy("dp", cfg["policy"])
+    load_weights(model, w, "export")
+    ref = load_file(str(ckpt / "ema.safetensors"))
+    for k, v in model.state_dict().items():  # bf16 rounding only: relative error <= 2**-8
+        assert torch.allclose(v, ref[k], rtol=2**-8, atol=1e-6), k
+    assert verify(out)["total_bytes"] == m["total_bytes"]
+    (out / "stats.json").write_text((out / "stats.json").read_text().replace("cm", "mm", 1))
+    with pytest.raises(ValueError, match=r"stats.json: sha256 differs from .*manifest.json"):
+        verify(out)
+    small = tmp_path / "small"
+    with pytest.raises(ValueError, match=r"over the limit of 0.1 MiB"):
+        export_checkpoint(ckpt, tmp_path / "stats.json", small, max_mib=0.1)
+    assert not small.exists()

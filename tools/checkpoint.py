@@ -1,0 +1,91 @@
+"""Export a trained policy to a self-contained folder, or evaluate such a folder on a CPU.
+
+    python tools/checkpoint.py export --models models --stats data/scaled/stats.json --out checkpoints/NAME
+    python tools/checkpoint.py eval checkpoints/NAME --tasks libero_90:0 libero_90:5 --episodes 10
+
+`eval` checks the folder against its manifest (sha256 per file) and the config against the weights and stats,
+then runs the eval stage's own `evaluate` (LIBERO's protocol: episode i from official init state i mod 50)
+with exec/eval settings from params.yaml, the policy on the CPU, and writes metrics/checkpoints/NAME.json
+(per task and overall success with Wilson intervals, where it was measured). Make targets:
+`export-checkpoint`, `eval-checkpoint`, `eval-libero90`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from libero_dp.config import load_params  # noqa: E402
+from libero_dp.export import export_checkpoint, verify  # noqa: E402
+from libero_dp.fileio import write_json  # noqa: E402
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    m = export_checkpoint(a.models, a.stats, a.out, a.weights, a.dtype, a.max_mib)
+    mib = m["total_bytes"] / 2**20
+    print(f"{a.out}: {m['parameters'] / 1e6:.1f}M parameters, {m['dtype']}, {mib:.1f} MiB")
+
+
+def cmd_eval(a: argparse.Namespace) -> None:
+    from libero_dp.evaluate import evaluate
+
+    ckpt = Path(a.checkpoint)
+    manifest = verify(ckpt)
+    ep = load_params("eval").model_copy(
+        update=dict(
+            policy="learned",
+            tasks=a.tasks or "from_data",
+            episodes_per_task=a.episodes,
+            workers=a.workers,
+            videos_success=0,
+            videos_failure=a.videos,
+            weights="ema",
+        )
+    )
+    xp = load_params("exec")
+    out = Path(a.out or ROOT / "metrics" / "checkpoints" / f"{ckpt.name}.json")
+    m = evaluate(ep, xp, ckpt, ckpt / "stats.json", ckpt, ROOT / "data" / "eval_checkpoints" / ckpt.name)
+    m["checkpoint"] = {"path": str(ckpt), "manifest": manifest}
+    m["measured_on"] = (
+        f"{platform.node()} ({platform.processor() or platform.machine()}, policy on CPU), "
+        f"{datetime.now(UTC):%Y-%m-%d}"
+    )
+    write_json(out, m)
+    for name, t in m["tasks"].items():
+        lo, hi = t["wilson95"]
+        print(f"{name}: {t['successes']}/{t['n']} = {t['success_rate']:.1%} [{lo:.1%}, {hi:.1%}]")
+    o = m["overall"]
+    print(f"overall {o['successes']}/{o['n']} = {o['success_rate']:.1%} -> {out}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("export", help="models/ + stats -> a self-contained checkpoint folder")
+    e.add_argument("--models", type=Path, default=Path("models"))
+    e.add_argument("--stats", type=Path, default=Path("data/scaled/stats.json"))
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--weights", choices=["ema", "raw"], default="ema")
+    e.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
+    e.add_argument("--max-mib", type=float, default=64.0)
+    e.set_defaults(fn=cmd_export)
+    v = sub.add_parser("eval", help="evaluate a checkpoint folder on the CPU (LIBERO's protocol)")
+    v.add_argument("checkpoint", type=Path)
+    v.add_argument("--tasks", nargs="*", default=None, help="task selections (default: its training tasks)")
+    v.add_argument("--episodes", type=int, default=10, help="per task: official init states 0..n-1")
+    v.add_argument("--workers", type=int, default=2)
+    v.add_argument("--videos", type=int, default=0, help="failure videos per task")
+    v.add_argument("--out", type=Path, default=None, help="default metrics/checkpoints/NAME.json")
+    v.set_defaults(fn=cmd_eval)
+    a = ap.parse_args()
+    a.fn(a)
+
+
+if __name__ == "__main__":
+    main()
