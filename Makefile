@@ -12,7 +12,8 @@ export PYTHONUNBUFFERED := 1
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
 .PHONY: run test setup system-deps lint compare bench clean-cache experts grounding eval-libero90-expert data-libero90 \
-  check-lock bundle bundle-install libero90 robustness export-checkpoint eval-checkpoint eval-libero90
+  check-lock bundle bundle-install libero90 robustness export-checkpoint eval-checkpoint eval-libero90 \
+  experts-host
 
 run: setup ## run the whole pipeline (dvc repro) on the default: one task, CPU
 	dvc repro
@@ -88,6 +89,17 @@ LIBERO90_ARGS = -S 'collect.tasks=$(or $(TASKS),[libero_90])' -S collect.demos_p
   -S train.num_workers=$(or $(WORKERS),4) -S train.val_every=1000 -S train.ckpt_every=500 \
   -S eval.workers=$(CORES) -S eval.episodes_per_task=$(or $(EPISODES),50) -S eval.max_steps=600 \
   -S eval.videos_success=0 -S eval.videos_failure=0 $(LIBERO90_EXTRA)
+
+# The expert's tables on a GPU host's cores (bundle env, no venv), after an expert change: the four standard
+# suites over their 50 official init states, a libero_90 regression check and a LIBERO-PRO screening.
+STANDARD_SUITES = libero_spatial libero_object libero_goal libero_10
+experts-host: ## INITS_90=5 INITS_PRO=3 [WORKERS_X=cores] -> metrics/experts_{standard,libero90_check,pro}.json
+	nice -n 10 python benchmarks/expert_table.py --tasks $(STANDARD_SUITES) --episodes 50 \
+	  --workers $(or $(WORKERS_X),$(CORES)) --out metrics/experts_standard.json
+	nice -n 10 python benchmarks/expert_table.py --tasks libero_90 --episodes $(or $(INITS_90),5) \
+	  --workers $(or $(WORKERS_X),$(CORES)) --out metrics/experts_libero90_check.json
+	nice -n 10 python benchmarks/expert_table.py --tasks $(PRO_SUITES) --episodes $(or $(INITS_PRO),3) \
+	  --workers $(or $(WORKERS_X),$(CORES)) --out metrics/experts_pro.json
 
 libero90: ## libero_90 collect -> ... -> report on a GPU host (bundle installed); rerun after a kill resumes
 	@command -v dvc >/dev/null || { echo "dvc not found: install the bundle (make bundle-install) and" \

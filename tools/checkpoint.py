@@ -46,6 +46,7 @@ def cmd_eval(a: argparse.Namespace) -> None:
             videos_success=0,
             videos_failure=a.videos,
             weights="ema",
+            grounding_inits=a.grounding_inits,
         )
     )
     xp = load_params("exec")
@@ -60,6 +61,9 @@ def cmd_eval(a: argparse.Namespace) -> None:
     for name, t in m["tasks"].items():
         lo, hi = t["wilson95"]
         print(f"{name}: {t['successes']}/{t['n']} = {t['success_rate']:.1%} [{lo:.1%}, {hi:.1%}]")
+    if m.get("grounding"):
+        g = m["grounding"]["overall"]
+        print(f"grounding: {g['followed']}/{g['n']} followed, {g['ignored']} ignored, {g['neither']} neither")
     o = m["overall"]
     print(f"overall {o['successes']}/{o['n']} = {o['success_rate']:.1%} -> {out}")
 
@@ -81,6 +85,7 @@ def main() -> None:
     v.add_argument("--episodes", type=int, default=10, help="per task: official init states 0..n-1")
     v.add_argument("--workers", type=int, default=2)
     v.add_argument("--videos", type=int, default=0, help="failure videos per task")
+    v.add_argument("--grounding-inits", type=int, default=0, help="language grounding (eval.grounding_inits)")
     v.add_argument("--out", type=Path, default=None, help="default metrics/checkpoints/NAME.json")
     v.set_defaults(fn=cmd_eval)
     a = ap.parse_args()

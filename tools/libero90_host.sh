@@ -11,6 +11,8 @@
 # syncs the repository before each command would overwrite them under the running pipeline. $WORK (default
 # /root/libero90) is outside that tree. `start` again after the process died resumes: every stage resumes
 # (collect/eval cache each episode, train restarts from models/train_state.pt; DVC skips finished stages).
+# TARGET= runs another make target the same way, e.g. TARGET=experts-host WORK=/root/experts (the expert's
+# tables beside the preset); `pack` names its tarball after $WORK.
 set -euo pipefail
 cmd=${1:?usage: libero90_host.sh start [make vars] | status | wait SECONDS | pack DIR}
 shift || true
@@ -60,9 +62,9 @@ case "$cmd" in
     export GIT_AUTHOR_NAME=libero-dp GIT_AUTHOR_EMAIL=libero-dp@localhost
     export GIT_COMMITTER_NAME=libero-dp GIT_COMMITTER_EMAIL=libero-dp@localhost
     [ -f "$STATE/start" ] || date +%s.%N >"$STATE/start"  # first start: the preset's wall time counts from here
-    setsid bash -c "make libero90 $* >>'$LOG' 2>&1; echo \$? >'$STATE/rc'" </dev/null >/dev/null 2>&1 &
+    setsid bash -c "make ${TARGET:-libero90} $* >>'$LOG' 2>&1; echo \$? >'$STATE/rc'" </dev/null >/dev/null 2>&1 &
     echo $! >"$STATE/pid"
-    echo "started in $WORK: make libero90 $*"
+    echo "started in $WORK: make ${TARGET:-libero90} $*"
     ;;
   status) status ;;
   wait)
@@ -74,7 +76,7 @@ case "$cmd" in
     out=${1:?pack DIR}
     cd "$WORK"
     files=(params.yaml dvc.lock metrics reports/summary.md reports/index.html .host)
-    tar -czf "$out/libero90_results.tgz" --ignore-failed-read "${files[@]}" 2>/dev/null || true
+    tar -czf "$out/$(basename "$WORK")_results.tgz" --ignore-failed-read "${files[@]}" 2>/dev/null || true
     ls -la "$out"
     ;;
   *) echo "unknown command $cmd: start | status | wait SECONDS | pack DIR" >&2; exit 2 ;;
