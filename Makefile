@@ -76,7 +76,8 @@ bundle-install: ## on the GPU host (no index, its own torch): install dist/, the
 # (collect/eval cache each episode, train restarts from models/train_state.pt), so the same command can be
 # rerun in sessions of under 10 minutes until it completes, or started once with setsid and polled
 # (README, "libero_90 on a GPU host"). Knobs: N, TASKS, PRESET, STEPS, BATCH, WORKERS, EPISODES, DEVICE,
-# COMPILE, SEED; LIBERO90_EXTRA adds -S overrides. Large outputs are hard-linked into the DVC cache there
+# COMPILE, SEED, EVAL_TASKS (e.g. a suite and its LIBERO-PRO variants), GROUNDING (eval.grounding_inits);
+# LIBERO90_EXTRA adds -S overrides. Large outputs are hard-linked into the DVC cache there
 # (cache.type hardlink: no copy of the ~20 GB of frames).
 PRO_SUITES = $(foreach s,libero_spatial libero_object libero_goal libero_10,$(foreach v,lan object swap task,$(s)_$(v)))
 CORES = $(shell nproc 2>/dev/null || echo 2)
@@ -88,7 +89,8 @@ LIBERO90_ARGS = -S 'collect.tasks=$(or $(TASKS),[libero_90])' -S collect.demos_p
   -S train.steps=$(or $(STEPS),10000) -S train.batch_size=$(or $(BATCH),256) \
   -S train.num_workers=$(or $(WORKERS),4) -S train.val_every=1000 -S train.ckpt_every=500 \
   -S eval.workers=$(CORES) -S eval.episodes_per_task=$(or $(EPISODES),50) -S eval.max_steps=600 \
-  -S eval.videos_success=0 -S eval.videos_failure=0 $(LIBERO90_EXTRA)
+  -S eval.videos_success=0 -S eval.videos_failure=0 -S eval.grounding_inits=$(or $(GROUNDING),0) \
+  $(if $(EVAL_TASKS),-S 'eval.tasks=$(EVAL_TASKS)') $(LIBERO90_EXTRA)
 
 # The expert's tables on a GPU host's cores (bundle env, no venv), after an expert change: the four standard
 # suites over their 50 official init states, a libero_90 regression check and a LIBERO-PRO screening.
@@ -105,7 +107,7 @@ libero90: ## libero_90 collect -> ... -> report on a GPU host (bundle installed)
 	@command -v dvc >/dev/null || { echo "dvc not found: install the bundle (make bundle-install) and" \
 	  "source .bundle/env.sh"; exit 2; }
 	dvc config --local cache.type hardlink,copy
-	LIBERO_DP_TRAIN_GPUS=all dvc exp run -n libero90-$(or $(N),20)-s$(or $(SEED),0) $(LIBERO90_ARGS)
+	LIBERO_DP_TRAIN_GPUS=all dvc exp run -n $(or $(NAME),libero90-$(or $(N),20)-s$(or $(SEED),0)) $(LIBERO90_ARGS)
 
 # A trained policy as one self-contained folder (bf16 EMA weights, config with its task names, normalisation
 # stats, language embeddings, sha256 manifest; <= 64 MiB), and its evaluation on this machine's CPU with the
