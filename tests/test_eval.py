@@ -526,3 +526,38 @@ def test_grounding_pairs_within_a_scene_and_the_report_table(tmp_path: Path) -> 
     # a rerun finds every episode (the grounding ones too) in the cache
     m2 = ev.evaluate(params, *args, progress=False)
     assert m2["timing"]["episodes_run"] == 0 and m2["grounding"] == g
+
+
+def test_failure_causes_read_from_the_objects() -> None:
+    """A failed episode's objects decide its label: the goal's object moved but misplaced, another object
+    moved instead, or none moved (the hand's label stays)."""
+    from libero_dp.evaluate import goals
+
+    task = sim.resolve_tasks(["libero_goal:8"])[0]  # put the bowl on the plate
+    assert goals.goal_objects(task.bddl_file) == ("akita_black_bowl_1",)
+    env = sim.make_env(task, render=False)
+    try:
+        sim.reset_to(env, 0, sim.official_init_states(task)[0])
+        s0 = sim.get_state(env)
+
+        def moved(name: str, dx: float) -> np.ndarray:
+            sim.set_state(env, s0)
+            joint = env.env.objects_dict[name].joints[0]
+            q = env.sim.data.get_joint_qpos(joint).copy()
+            q[0] += dx
+            env.sim.data.set_joint_qpos(joint, q)
+            env.sim.forward()
+            return np.stack([s0, sim.get_state(env)])
+
+        assert goals.goal_failure(env, task, np.stack([s0, s0])) == (None, [])
+        assert goals.goal_failure(env, task, moved("akita_black_bowl_1", 0.1)) == (
+            "right_object_wrong_place",
+            ["akita_black_bowl_1"],
+        )
+        assert goals.goal_failure(env, task, moved("wine_bottle_1", 0.1)) == (
+            "wrong_object_moved",
+            ["wine_bottle_1"],
+        )
+        assert goals.goal_failure(env, task, moved("wine_bottle_1", 0.02))[0] is None  # under MOVED_M
+    finally:
+        env.close()

@@ -29,7 +29,17 @@ from libero_dp.evaluate.protocol import EpisodeSpec
 
 NOOP = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
 # error: the episode raised; timeout: no result within eval.episode_timeout_s (its actor was killed)
-FAILURE_LABELS = ("error", "gripper_never_closed", "stuck", "timed_out_moving", "timeout")
+# right_object_wrong_place / wrong_object_moved: read from the objects' final state (goals.py); they replace
+# the hand's label (gripper_never_closed / stuck / timed_out_moving) where an object moved
+FAILURE_LABELS = (
+    "error",
+    "gripper_never_closed",
+    "stuck",
+    "timed_out_moving",
+    "timeout",
+    "right_object_wrong_place",
+    "wrong_object_moved",
+)
 STUCK_WINDOW = 50  # steps at the end of a failed episode that are checked for motion
 STUCK_PATH_M = 0.01  # hand path length over that window below which the episode counts as stuck
 

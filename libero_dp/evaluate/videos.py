@@ -15,9 +15,12 @@ from libero_dp.fileio import atomic_path
 
 
 def video_choices(ep: EvalParams, specs: list[EpisodeSpec], records: dict[str, dict]) -> list[EpisodeSpec]:
-    """First `videos_success` successes and `videos_failure` failures (errors excluded) per task."""
+    """First `videos_success` successes and `videos_failure` failures (errors excluded) per task, and the
+    first `videos_failure` of every failure cause the per-task picks leave without one (the report shows
+    each cause's videos)."""
     out: list[EpisodeSpec] = []
     counts: dict[tuple[str, bool], int] = {}
+    causes: dict[str, list[EpisodeSpec]] = {}
     for s in specs:
         r = records.get(s.key)
         if r is None or r.get("error") or s.grounding_from is not None:
@@ -27,6 +30,12 @@ def video_choices(ep: EvalParams, specs: list[EpisodeSpec], records: dict[str, d
         if counts.get(kind, 0) < limit:
             counts[kind] = counts.get(kind, 0) + 1
             out.append(s)
+        elif not r["success"]:
+            causes.setdefault(str(r.get("failure")), []).append(s)
+    shown = {str(records[s.key].get("failure")) for s in out if not records[s.key]["success"]}
+    for cause, ss in causes.items():
+        if cause not in shown:
+            out += ss[: ep.videos_failure]
     return out
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from libero_dp import sim
 from libero_dp.config import ExecParams
-from libero_dp.evaluate import grounding
+from libero_dp.evaluate import goals, grounding
 from libero_dp.evaluate.controllers import (
     ChunkController,
     Controller,
@@ -149,9 +149,16 @@ class EpisodeWorker:
             needs_grasp=task_needs_grasp(spec.task),
             policy=self.cfg.policy,
         )
+        states = arrays.get("states")
+        if not rec["success"] and not rec["error"] and states is not None and len(states) > 1:
+            try:  # what the objects say about the failure (a finer label than the hand's)
+                label, rec["moved_objects"] = goals.goal_failure(env, spec.task, states)
+                rec["failure"] = label or rec["failure"]
+            except Exception as e:  # noqa: BLE001 - the coarse label stays; the episode's result is kept
+                rec["goal_check_error"] = f"{type(e).__name__}: {e}"
         rec["wall_s"] = time.perf_counter() - t0
         rec["pid"] = os.getpid()
-        return self._grounded(spec, rec, arrays.get("states")), arrays
+        return self._grounded(spec, rec, states), arrays
 
     def _grounded(
         self, spec: EpisodeSpec, rec: dict[str, Any], states: np.ndarray | None, skip: str | None = None

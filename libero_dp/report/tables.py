@@ -16,7 +16,15 @@ import numpy as np
 
 from libero_dp.metrics import wilson
 
-FAILURE_LABELS = ("error", "timed_out_moving", "stuck", "gripper_never_closed", "timeout")
+FAILURE_LABELS = (
+    "error",
+    "wrong_object_moved",
+    "right_object_wrong_place",
+    "timed_out_moving",
+    "stuck",
+    "gripper_never_closed",
+    "timeout",
+)
 UNITS = ("m", "cm", "mm")
 
 # Record keys: the documented field first, then spellings tolerated so a rename does not blank the report.
