@@ -485,3 +485,29 @@ def test_report_screenshot_not_blank(built: tuple, tmp_path: Path) -> None:
     png = tmp_path / "shot.png"
     stats = shot.screenshot(paths["out"] / "index.html", png)
     assert stats["std"] > 20 and stats["colours"] > 50, stats
+
+
+def test_multitask_section_ranks_tasks_from_the_worst_beside_the_expert() -> None:
+    from libero_dp.metrics import rate_summary
+    from libero_dp.report.multitask import multitask
+
+    def task(k: int, fam: str, fails: dict[str, int]) -> dict:
+        return {**rate_summary(k, 10), "family": fam, "failures": fails}
+
+    ev = {
+        "tasks": {
+            f"T{i}": task(k, "a" if i < 3 else "b", {"stuck": 10 - k} if k < 10 else {})
+            for i, k in enumerate([9, 2, 10, 5, 7])
+        }
+    }
+    experts = {"tasks": {"T1": {"success_rate": 0.5}, "T3": {"success_rate": 1.0}}}
+    m = multitask(ev, experts)
+    assert m is not None and [r[1] for r in m["rows"]] == ["T1", "T3", "T4", "T0", "T2"]
+    assert m["rows"][0] == ["1", "T1", "a", "20.0% (2/10)", m["rows"][0][4], "50.0%", "0.40", "stuck (8)"]
+    assert m["rows"][1][5:7] == ["100.0%", "0.50"] and m["rows"][2][5:7] == ["–", "–"]
+    assert m["rows"][-1][-1] == "–"  # no failures
+    assert m["family_rows"][0] == ["a", "3", "70.0%", "50.0%", "1.40", "2"]
+    assert m["mean_task_success"] == "66.0%" and m["at_least_90"] == 2 and m["expert_tasks"] == 2
+    assert (
+        multitask({"tasks": dict(list(ev["tasks"].items())[:4])}, experts) is None
+    )  # a few tasks: no section

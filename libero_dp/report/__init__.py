@@ -47,6 +47,7 @@ from libero_dp.report.inputs import (
     read_records,
     read_train_log,
 )
+from libero_dp.report.multitask import multitask
 from libero_dp.report.page import CSS, html_table, md_table, render_html, render_md, video_figure
 from libero_dp.report.robustness import robustness
 from libero_dp.report.tables import (
@@ -269,6 +270,7 @@ def render(inputs: Inputs, paths_episodes: int = 3, out_dir: Path = Path("report
         "ratio": ratio_info(scale_m),
         "robustness": robustness(ev),
         "grounding": grounding_table(ev),
+        "multitask": multitask(ev, inputs.metrics.get("experts")),
         "has_demo_paths": bool(inputs.demo_paths),
         "failures": _failures(inputs, out_dir, VideoBudget()),
         "lock_headers": LOCK_HEADERS,
