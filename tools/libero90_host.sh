@@ -45,7 +45,7 @@ case "$cmd" in
     if [ ! -d "$WORK" ]; then
       mkdir -p "$(dirname "$WORK")"
       mkdir -p "$WORK"  # the repository without carried bundle parts or local data
-      tar --exclude='./.dev-bundle*' --exclude=./data --exclude=./.bundle -cf - . | tar -C "$WORK" -xf -
+      tar --exclude='./.dev-*' --exclude=./data --exclude=./.bundle --exclude=./.venv --exclude=./dist -cf - . | tar -C "$WORK" -xf -
       if [ ! -d "$WORK/.git" ]; then  # a copy without history: DVC experiments need a git repository
         (cd "$WORK" && git init -q && git add -A && git -c user.name=libero-dp -c user.email=libero-dp@localhost \
           commit -qm "snapshot for the libero90 preset")
