@@ -36,7 +36,6 @@ sys.path.insert(0, str(ROOT))
 
 from libero_dp import expert as expert_mod  # noqa: E402
 from libero_dp import sim  # noqa: E402
-from libero_dp.evaluate.protocol import task_label as label  # noqa: E402 (suite/name in PRO suites)
 from libero_dp.fileio import write_json  # noqa: E402
 from libero_dp.metrics import wilson  # noqa: E402
 
@@ -103,7 +102,7 @@ def run_one(task: sim.TaskSpec, init_id: int, max_steps: int) -> dict:
             "error": f"{type(e).__name__}: {e}",
             "traceback": traceback.format_exc()[-2000:],
         }
-    r.update(task=label(task), suite=task.suite, init=init_id)
+    r.update(task=task.label, suite=task.suite, init=init_id)
     return r
 
 
@@ -133,7 +132,7 @@ def replay_one(task: sim.TaskSpec, init_id: int, actions: list[list[float]]) -> 
     for a in actions:
         _, _, done, _ = env.step(np.asarray(a))
         success = success or bool(done) or sim.check_success(env)
-    return {"task": label(task), "init": init_id, "replay_success": success, "steps": len(actions)}
+    return {"task": task.label, "init": init_id, "replay_success": success, "steps": len(actions)}
 
 
 def table_wall_s(records: list[dict], ledger: Path, run_id: str, this_run_s: float) -> dict:
@@ -248,8 +247,8 @@ def main() -> None:
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     _load_plugins()
     tasks = sim.resolve_tasks(args.tasks)
-    families = {label(t): expert_mod.family_of(t) for t in tasks}
-    suites = {label(t): t.suite for t in tasks}
+    families = {t.label: expert_mod.family_of(t) for t in tasks}
+    suites = {t.label: t.suite for t in tasks}
     cache = Path(args.cache) / _code_hash()
     ledger = cache / "runs"
     ledger.mkdir(parents=True, exist_ok=True)
@@ -257,7 +256,7 @@ def main() -> None:
     todo = []
     for t in tasks:  # task-major order: each worker keeps reusing one env
         for i in range(args.first_init, args.first_init + args.episodes):
-            f = cache / f"{label(t).replace('/', '__')}__{i}_{args.max_steps}.json"
+            f = cache / f"{t.label.replace('/', '__')}__{i}_{args.max_steps}.json"
             if f.exists() and not args.no_cache:
                 records.append(json.loads(f.read_text()))
             else:
@@ -296,7 +295,7 @@ def main() -> None:
         # replay the first N successes per task in processes that did not record them
         jobs = []
         for t in tasks:
-            ok = [r for r in records if r["task"] == label(t) and r["success"] and r.get("actions")]
+            ok = [r for r in records if r["task"] == t.label and r["success"] and r.get("actions")]
             jobs += [(t, r["init"], r["actions"]) for r in sorted(ok, key=lambda r: r["init"])[: args.replay]]
         t1 = time.perf_counter()
         with ProcessPoolExecutor(args.workers, mp_context=ctx) as ex:

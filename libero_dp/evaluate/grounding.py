@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from libero_dp import sim
-from libero_dp.evaluate.protocol import EpisodeSpec, task_label
+from libero_dp.evaluate.protocol import EpisodeSpec
 from libero_dp.metrics import rate_summary
 
 OUTCOMES = ("followed", "ignored", "neither")
@@ -99,7 +99,7 @@ def outcome(b_success: bool, a_holds: bool) -> str:
 
 def grounding_fields(spec: EpisodeSpec) -> dict[str, Any]:
     assert spec.grounding_from is not None
-    return {"from_task": task_label(spec.grounding_from), "instruction": spec.language}
+    return {"from_task": spec.grounding_from.label, "instruction": spec.language}
 
 
 def summarise(records: list[dict]) -> dict[str, Any] | None:

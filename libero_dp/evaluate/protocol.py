@@ -22,13 +22,6 @@ from libero_dp.config import EvalParams
 DEFAULT_IMAGE_SIZE = 128
 
 
-def task_label(task: sim.TaskSpec) -> str:
-    """A task's name in records and metrics: its name in LIBERO's own suites (unique there; earlier results
-    use it), `suite/name` in LIBERO-PRO's suites, which reuse their base suite's task names, so a base suite
-    and its variants can be evaluated in one run."""
-    return task.name if task.suite in sim.SUITES else task.key
-
-
 @dataclass
 class EpisodeSpec:
     """One unit of work. For `replay`, reset seed / init state / actions come from the demo file."""
@@ -50,7 +43,7 @@ class EpisodeSpec:
 
     @property
     def label(self) -> str:
-        return task_label(self.task)
+        return self.task.label
 
     @property
     def key(self) -> str:

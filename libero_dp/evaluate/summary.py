@@ -10,7 +10,6 @@ from libero_dp import sim
 from libero_dp.bddl import family_of
 from libero_dp.config import EvalParams, ExecParams
 from libero_dp.evaluate.episode import FAILURE_LABELS
-from libero_dp.evaluate.protocol import task_label
 from libero_dp.metrics import rate_summary
 
 
@@ -34,7 +33,7 @@ def summarise(
     """Per-task and overall success with Wilson intervals, action clipping, failure labels, timing."""
     per_task: dict[str, Any] = {}
     for task in tasks:
-        label = task_label(task)
+        label = task.label
         rs = [r for r in records if r["task"] == label]
         succ = [r for r in rs if r["success"]]
         labels = {lab: sum(r.get("failure") == lab for r in rs) for lab in FAILURE_LABELS}
@@ -76,7 +75,7 @@ def summarise(
         }
     suites: dict[str, Any] = {}
     for su in sorted({t.suite for t in tasks}):
-        labels = {task_label(t) for t in tasks if t.suite == su}
+        labels = {t.label for t in tasks if t.suite == su}
         sr = [r for r in records if r["task"] in labels]
         suites[su] = {**rate_summary(sum(r["success"] for r in sr), len(sr)), "tasks": len(labels)}
     timing = {
