@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,8 +44,9 @@ class _Run:
         self._mlflow = mlflow
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        # MLflow rejects names outside [A-Za-z0-9_-. /:] (a task or pair label could hold one): replaced
         clean = {
-            k: float(v)
+            re.sub(r"[^\w\-. /:]", "_", k): float(v)
             for k, v in flatten(metrics).items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
         }

@@ -518,7 +518,15 @@ def test_grounding_pairs_within_a_scene_and_the_report_table(tmp_path: Path) -> 
     g = m["grounding"]
     assert g["pairs"] == 2 and g["episodes"] == 2 and g["overall"]["n"] == 2
     assert g["overall"]["followed"] == sum(r["grounding"]["outcome"] == "followed" for r in gr)
-    assert set(g["per_scene"]) == {"libero_goal:libero_goal"}
+    assert set(g["per_scene"]) == {"libero_goal/libero_goal"}
+    assert [(p["from"], p["to"], p["n"]) for p in g["per_pair"]] == [
+        ("put_the_bowl_on_the_plate", "turn_on_the_stove", 1),
+        ("turn_on_the_stove", "put_the_bowl_on_the_plate", 1),
+    ]
+    from libero_dp.tracking import flatten
+
+    numeric = [k for k, v in flatten(m).items() if isinstance(v, (int, float))]
+    assert not any("per_pair" in k for k in numeric)  # pairs stay out of MLflow's metric names
     table = grounding_table(m)
     assert table is not None and table["rows"][-1][0] == "all scenes"
     assert table["rows"][-1][1] == f"{100 * g['overall']['success_rate']:.1f}%"

@@ -103,7 +103,8 @@ def grounding_fields(spec: EpisodeSpec) -> dict[str, Any]:
 
 
 def summarise(records: list[dict]) -> dict[str, Any] | None:
-    """Followed / ignored / neither overall, per scene and per pair; None when no grounding episode ran."""
+    """Followed / ignored / neither overall, per scene (`suite/scene`) and per pair; None when no grounding
+    episode ran."""
     gr = [r for r in records if r.get("grounding")]
     if not gr:
         return None
@@ -120,14 +121,15 @@ def summarise(records: list[dict]) -> dict[str, Any] | None:
         }
 
     by_scene: dict[str, list[dict]] = defaultdict(list)
-    by_pair: dict[str, list[dict]] = defaultdict(list)
+    by_pair: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in done:
-        by_scene[f"{r['suite']}:{r['scene']}"].append(r)
-        by_pair[f"{r['grounding']['from_task']} -> {r['task']}"].append(r)
+        by_scene[f"{r['suite']}/{r['scene']}"].append(r)
+        by_pair[(r["grounding"]["from_task"], r["task"])].append(r)
     return {
         "overall": rates(done) if done else None,
         "per_scene": {s: rates(rs) for s, rs in sorted(by_scene.items())},
-        "per_pair": {p: rates(rs) for p, rs in sorted(by_pair.items())},
+        # a list, not a mapping: pairs are many (libero_90: 200+) and stay out of MLflow's flattened metrics
+        "per_pair": [{"from": a, "to": b, **rates(rs)} for (a, b), rs in sorted(by_pair.items())],
         "skipped": dict(Counter(r["grounding"]["why"] for r in gr if r["grounding"]["outcome"] == "skipped")),
         "pairs": len({(r["grounding"]["from_task"], r["task"]) for r in gr}),
         "episodes": len(gr),

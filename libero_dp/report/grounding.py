@@ -30,9 +30,10 @@ def grounding_table(ev: dict[str, Any]) -> dict[str, Any] | None:
     if not g or not g.get("overall"):
         return None
     pair_rows = []
-    for pair, r in g["per_pair"].items():
-        a, _, b = pair.partition(" -> ")
-        pair_rows.append([a, b, f"{r['followed']}/{r['n']}", str(r["ignored"]), str(r["neither"])])
+    for r in g["per_pair"]:
+        pair_rows.append(
+            [r["from"], r["to"], f"{r['followed']}/{r['n']}", str(r["ignored"]), str(r["neither"])]
+        )
     return {
         "headers": HEADERS,
         "rows": [*(_row(s, r) for s, r in g["per_scene"].items()), _row("all scenes", g["overall"])],
