@@ -13,7 +13,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
 .PHONY: run test setup system-deps lint compare bench clean-cache experts grounding eval-libero90-expert data-libero90 \
   check-lock bundle bundle-install libero90 robustness export-checkpoint eval-checkpoint eval-libero90 \
-  experts-host
+  experts-host data-pro
 
 run: setup ## run the whole pipeline (dvc repro) on the default: one task, CPU
 	dvc repro
@@ -133,6 +133,13 @@ grounding: setup ## SUITE=libero_goal|libero_90|... [POLICY=learned|expert] [INI
 	  -S eval.policy=$(or $(POLICY),learned) -S eval.grounding_inits=$(or $(INITS),2) \
 	  -S eval.episodes_per_task=$(or $(EPISODES),10) -S eval.max_steps=600 -S eval.videos_success=0 \
 	  -S eval.videos_failure=0 report
+
+# Demonstrations for a standard suite and its four LIBERO-PRO variants (perturbed scenes; the expert follows
+# each variant's goal): demo files of PRO tasks are named suite__name, the eval stage maps them back.
+data-pro: setup ## SUITE=libero_goal [N=10] -> data/demos, data/extracted through DVC
+	@test -n "$(SUITE)" || { echo "SUITE= one of libero_spatial libero_object libero_goal libero_10"; exit 2; }
+	dvc exp run -n pro-data-$(SUITE) -S 'collect.tasks=$(ROBUST_TASKS)' -S collect.demos_per_task=$(or $(N),10) \
+	  -S collect.expert_check_episodes=0 -S collect.max_steps=600 -S collect.on_task_failure=skip extract
 
 # One checkpoint (or the expert: POLICY=expert) on a base suite and its four LIBERO-PRO variants; the report
 # gets the robustness table (success, Wilson interval, drop from the base in points, per task).

@@ -206,6 +206,8 @@ def _run_jobs(jobs: list[Job], p: CollectParams, desc: str) -> list[dict]:
 def collect(p: CollectParams, cache_root: Path = Path("data/cache/collect")) -> dict:
     """Collect demos for every task in p.tasks; write <out_dir>/<TASK>_demo.hdf5; return metrics.
 
+    TASK is the task's name, or `suite__name` for LIBERO-PRO's suites (which reuse their base suite's names).
+
     All tasks share one worker pool: first the expert checks on the official init states (state-only),
     then rounds of demo attempts from fresh resets until every task has demos_per_task successes or has
     used its attempt budget. Every attempt is cached, so a killed collection resumes where it stopped.
@@ -216,35 +218,35 @@ def collect(p: CollectParams, cache_root: Path = Path("data/cache/collect")) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"tasks": {}, "skipped": {}, "params_key": key}
     t_start = time.perf_counter()
-    cache = {t.name: cache_root / t.name / key for t in tasks}
+    cache = {t.file_stem: cache_root / t.file_stem / key for t in tasks}
     for c in cache.values():
         c.mkdir(parents=True, exist_ok=True)
     # 1) the expert's success on the official init states (state-only, no images)
     checks = [
-        Job("check", t, i, i, True, str(cache[t.name] / f"check_{i:03d}"))
+        Job("check", t, i, i, True, str(cache[t.file_stem] / f"check_{i:03d}"))
         for t in tasks
         for i in range(p.expert_check_episodes)
     ]
-    check_res: dict[str, list[dict]] = {t.name: [] for t in tasks}
+    check_res: dict[str, list[dict]] = {t.file_stem: [] for t in tasks}
     for j, r in zip(checks, _run_jobs(checks, p, "expert check"), strict=True):
-        check_res[j.task.name].append(r)
+        check_res[j.task.file_stem].append(r)
     # 2) demos from fresh resets, in rounds over all tasks
-    kept: dict[str, list[dict]] = {t.name: [] for t in tasks}
-    attempts: dict[str, list[dict]] = {t.name: [] for t in tasks}
+    kept: dict[str, list[dict]] = {t.file_stem: [] for t in tasks}
+    attempts: dict[str, list[dict]] = {t.file_stem: [] for t in tasks}
     nxt = dict.fromkeys(cache, 0)
     budget = p.demos_per_task * p.max_attempts_factor
     init_official = p.init == "official"
     while True:
         jobs = []
         for t in tasks:
-            n = min(p.demos_per_task - len(kept[t.name]), budget - nxt[t.name])
+            n = min(p.demos_per_task - len(kept[t.file_stem]), budget - nxt[t.file_stem])
             if n <= 0:
                 continue
-            if attempts[t.name]:  # after the first round, over-provision by the observed failure rate
-                if all(r.get("failure_cause") == "no_plan" for r in attempts[t.name]):
+            if attempts[t.file_stem]:  # after the first round, over-provision by the observed failure rate
+                if all(r.get("failure_cause") == "no_plan" for r in attempts[t.file_stem]):
                     continue
-                rate = max(len(kept[t.name]) / len(attempts[t.name]), 0.2)
-                n = min(int(np.ceil(n / rate)), budget - nxt[t.name])
+                rate = max(len(kept[t.file_stem]) / len(attempts[t.file_stem]), 0.2)
+                n = min(int(np.ceil(n / rate)), budget - nxt[t.file_stem])
             jobs += [
                 Job(
                     "demo",
@@ -252,33 +254,30 @@ def collect(p: CollectParams, cache_root: Path = Path("data/cache/collect")) -> 
                     k,
                     k if init_official else reset_seed_for(p.seed, t, k),
                     init_official,
-                    str(cache[t.name] / f"demo_{k:05d}"),
+                    str(cache[t.file_stem] / f"demo_{k:05d}"),
                 )
-                for k in range(nxt[t.name], nxt[t.name] + n)
+                for k in range(nxt[t.file_stem], nxt[t.file_stem] + n)
             ]
-            nxt[t.name] += n
+            nxt[t.file_stem] += n
         if not jobs:
             break
         for j, r in zip(jobs, _run_jobs(jobs, p, "demos"), strict=True):
-            attempts[j.task.name].append(r)
+            attempts[j.task.file_stem].append(r)
             if r.get("success"):
-                kept[j.task.name].append(r)
+                kept[j.task.file_stem].append(r)
     # 3) one official-layout file per task
     for task in tasks:
-        k = sorted(kept[task.name], key=lambda r: r["index"])[: p.demos_per_task]
+        stem = task.file_stem
+        k = sorted(kept[stem], key=lambda r: r["index"])[: p.demos_per_task]
         if not k:
-            causes = sorted({str(r.get("error") or r.get("failure_cause")) for r in attempts[task.name]})
-            msg = (
-                f"{task.name}: the expert succeeded in none of {len(attempts[task.name])} attempts ({causes})"
-            )
+            causes = sorted({str(r.get("error") or r.get("failure_cause")) for r in attempts[stem]})
+            msg = f"{stem}: the expert succeeded in none of {len(attempts[stem])} attempts ({causes})"
             if p.on_task_failure == "error":
                 raise RuntimeError(msg)
-            metrics["skipped"][task.name] = msg
+            metrics["skipped"][stem] = msg
             continue
-        _assemble(
-            out_dir / f"{task.name}_demo.hdf5", [cache[task.name] / f"demo_{r['index']:05d}.h5" for r in k]
-        )
-        metrics["tasks"][task.name] = _task_metrics(task, check_res[task.name], attempts[task.name], k)
+        _assemble(out_dir / f"{stem}_demo.hdf5", [cache[stem] / f"demo_{r['index']:05d}.h5" for r in k])
+        metrics["tasks"][stem] = _task_metrics(task, check_res[stem], attempts[stem], k)
     metrics["wall_s"] = time.perf_counter() - t_start
     ok = [
         m["expert_official"]["success_rate"] for m in metrics["tasks"].values() if m["expert_official"]["n"]

@@ -61,6 +61,11 @@ class TaskSpec:
         base suite and its variants can be evaluated in one run."""
         return self.name if self.suite in SUITES else self.key
 
+    @property
+    def file_stem(self) -> str:
+        """The label as a file name (demo files, caches): `suite__name` in LIBERO-PRO's suites."""
+        return self.label.replace("/", "__")
+
 
 @cache
 def installed_suites() -> dict[str, str]:

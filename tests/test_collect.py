@@ -241,3 +241,41 @@ def test_demos_of_other_families_replay_in_a_fresh_process(tmp_path: Path) -> No
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     lines = [ln for ln in out.stdout.splitlines() if "REPLAY_" in ln]
     assert len(lines) == 2 and all(ln.endswith("REPLAY_OK") for ln in lines), out.stdout + out.stderr
+
+
+def test_pro_variant_and_base_task_demos_side_by_side(tmp_path: Path) -> None:
+    """LIBERO-PRO's suites reuse their base suite's task names: one collection over a base task and its
+    `_swap` variant writes two files (the variant's named suite__name), and the eval stage's from_data maps
+    each file back to its own suite's task (replayed from its recorded reset: the expert's demo succeeds)."""
+    from libero_dp import evaluate as ev
+    from libero_dp.collect import collect
+    from libero_dp.config import CollectParams, EvalParams, ExecParams
+
+    params = dict(
+        tasks=["libero_goal:7", "libero_goal_swap:7"],  # turn on the stove
+        demos_per_task=1,
+        expert_check_episodes=0,
+        image_size=32,
+        workers=2,
+        max_steps=300,
+        out_dir=str(tmp_path / "demos"),
+    )
+    m = collect(CollectParams(**params), cache_root=tmp_path / "cache")
+    assert sorted(m["tasks"]) == ["libero_goal_swap__turn_on_the_stove", "turn_on_the_stove"]
+    files = sorted(p.name for p in (tmp_path / "demos").glob("*.hdf5"))
+    assert files == ["libero_goal_swap__turn_on_the_stove_demo.hdf5", "turn_on_the_stove_demo.hdf5"]
+    out = tmp_path / "eval"
+    ep = EvalParams(policy="replay", episodes_per_task=1, workers=1, videos_success=0, videos_failure=0)
+    metrics = ev.evaluate(
+        ep,
+        ExecParams(),
+        tmp_path,
+        tmp_path / "s.json",
+        tmp_path / "demos",
+        out,
+        tmp_path / "ec",
+        progress=False,
+    )
+    assert metrics["tasks"]["libero_goal_swap/turn_on_the_stove"]["suite"] == "libero_goal_swap"
+    assert metrics["tasks"]["turn_on_the_stove"]["suite"] == "libero_goal"
+    assert metrics["overall"]["successes"] == 2

@@ -145,9 +145,9 @@ def evaluate(
 
     def sentence(task: sim.TaskSpec) -> str:
         # a training task gets the sentence the policy learned it with (a demo file's instruction may
-        # differ from the benchmark's: 4 libero_90 tasks); a LIBERO-PRO task keeps its own sentence
-        trained = languages.get(task.name) if task.suite in sim.SUITES else None
-        return trained or task.language
+        # differ from the benchmark's: 4 libero_90 tasks); training data names a LIBERO-PRO task by its
+        # file stem (suite__name), so a variant never takes its base task's sentence
+        return languages.get(task.file_stem) or task.language
 
     for task in tasks:
         if ep.policy == "replay":
@@ -265,7 +265,7 @@ def evaluate(
     if ep.policy == "expert" and collect_metrics is not None and Path(collect_metrics).exists():
         collected = json.loads(Path(collect_metrics).read_text()).get("tasks", {})
         for name, t in metrics["tasks"].items():
-            ref = collected.get(name, {}).get("expert_official", {})
+            ref = collected.get(name.replace("/", "__"), {}).get("expert_official", {})
             if ref.get("n"):
                 t["collect_success_rate"] = ref["success_rate"]
                 lo, hi = t["wilson95"]

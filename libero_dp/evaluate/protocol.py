@@ -151,7 +151,7 @@ def extracted_image_size() -> int | None:
 
 
 def demo_file(demos_dir: Path, task: sim.TaskSpec) -> Path:
-    return Path(demos_dir) / f"{task.name}_demo.hdf5"
+    return Path(demos_dir) / f"{task.file_stem}_demo.hdf5"
 
 
 def eval_tasks(ep: EvalParams, info: dict[str, Any], demos_dir: Path) -> list[sim.TaskSpec]:
@@ -169,14 +169,23 @@ def eval_tasks(ep: EvalParams, info: dict[str, Any], demos_dir: Path) -> list[si
 
 
 def tasks_by_name(names: list[str]) -> list[sim.TaskSpec]:
-    """Exact task names -> TaskSpecs. Not sim.resolve_tasks: it treats a name as a scene prefix too, so
+    """Exact task names (file stems: `suite__name` for LIBERO-PRO's tasks) -> TaskSpecs.
+
+    Not sim.resolve_tasks: it treats a name as a scene prefix too, so
     KITCHEN_SCENE10_close_the_top_drawer_of_the_cabinet would also pull in
     KITCHEN_SCENE10_close_the_top_drawer_of_the_cabinet_and_put_the_black_bowl_on_top_of_it.
     """
     out = []
     for name in names:
-        match = next((t for suite in sim.SUITES for t in sim.suite_tasks(suite) if t.name == name), None)
+        suite, sep, base = name.partition("__")  # a LIBERO-PRO task's file stem: suite__name
+        if sep and suite in sim.valid_suites():
+            match = next((t for t in sim.suite_tasks(suite) if t.name == base), None)
+        else:
+            match = next((t for s in sim.SUITES for t in sim.suite_tasks(s) if t.name == name), None)
         if match is None:
-            raise ValueError(f"unknown task name {name!r} (from the training data); expected a LIBERO task")
+            raise ValueError(
+                f"unknown task name {name!r} (from the training data); expected a LIBERO task name or a "
+                "LIBERO-PRO task's suite__name"
+            )
         out.append(match)
     return out
