@@ -10,7 +10,6 @@ sha256, so a claimed success rate names exactly the bytes it was measured with.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -18,19 +17,12 @@ from typing import Any
 
 import torch
 
+from libero_dp.bundle import sha256
 from libero_dp.checkpoint import check_checkpoint
 from libero_dp.fileio import atomic_dir, write_json
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 MANIFEST = "manifest.json"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _task_names(config: dict[str, Any], models_dir: Path) -> list[str]:
