@@ -95,16 +95,18 @@ LIBERO90_ARGS = -S 'collect.tasks=$(or $(TASKS),[libero_90])' -S collect.demos_p
 # The expert's tables on a GPU host's cores (bundle env, no venv), after an expert change: the four standard
 # suites over their 50 official init states, a libero_90 regression check and a LIBERO-PRO screening.
 STANDARD_SUITES = libero_spatial libero_object libero_goal libero_10
-experts-host: ## INITS_90=5 INITS_PRO=3 [WORKERS_X=cores] -> metrics/experts_{standard,libero90_check,pro}.json,
-# metrics/grounding_expert_libero_goal.json
+experts-host: ## INITS_90=5 INITS_PRO=10 [WORKERS_X=cores] -> metrics/experts_{standard,libero90_check}.json,
+# metrics/grounding_expert_libero_goal.json, metrics/experts_pro/<suite>.json (one a suite: a session cut short
+# keeps the suites done)
 	nice -n 10 python benchmarks/expert_table.py --tasks $(STANDARD_SUITES) --episodes 50 \
 	  --workers $(or $(WORKERS_X),$(CORES)) --out metrics/experts_standard.json
 	nice -n 10 python benchmarks/expert_table.py --tasks libero_90 --episodes $(or $(INITS_90),5) \
 	  --workers $(or $(WORKERS_X),$(CORES)) --out metrics/experts_libero90_check.json
 	nice -n 10 python benchmarks/grounding.py --suite libero_goal --inits 1 --workers $(or $(WORKERS_X),$(CORES)) \
 	  --out metrics/grounding_expert_libero_goal.json
-	nice -n 10 python benchmarks/expert_table.py --tasks $(PRO_SUITES) --episodes $(or $(INITS_PRO),3) \
-	  --workers $(or $(WORKERS_X),$(CORES)) --out metrics/experts_pro.json
+	for s in $(PRO_SUITES); do nice -n 10 python benchmarks/expert_table.py --tasks $$s \
+	  --episodes $(or $(INITS_PRO),10) --workers $(or $(WORKERS_X),$(CORES)) --out metrics/experts_pro/$$s.json \
+	  || exit 1; done
 
 libero90: ## libero_90 collect -> ... -> report on a GPU host (bundle installed); rerun after a kill resumes
 	@command -v dvc >/dev/null || { echo "dvc not found: install the bundle (make bundle-install) and" \
