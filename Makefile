@@ -13,7 +13,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
 .PHONY: run test setup system-deps lint compare bench clean-cache experts grounding eval-libero90-expert data-libero90 \
   check-lock bundle bundle-install libero90 robustness export-checkpoint eval-checkpoint eval-libero90 \
-  experts-host data-pro
+  experts-host data-pro exec-sweep
 
 run: setup ## run the whole pipeline (dvc repro) on the default: one task, CPU
 	dvc repro
@@ -126,6 +126,12 @@ eval-checkpoint eval-libero90: setup ## [CKPT=checkpoints/libero90] [TASKS="libe
 	  "no exported checkpoint (manifest.json); make export-checkpoint OUT=... writes one"; exit 2; }
 	$(PY) tools/checkpoint.py eval $(or $(CKPT),checkpoints/libero90) $(if $(TASKS),--tasks $(TASKS)) \
 	  --episodes $(or $(EPISODES),10) --workers $(or $(WORKERS),2)
+
+# The execution-length lesson at scale: one checkpoint, exec.steps 8/16/32/64 (eval and report rerun only);
+# `make compare` then sets them side by side (success vs exec.steps, Wilson intervals).
+exec-sweep: setup ## [TASKS=[libero_90:0,libero_90:7,...]] [EPISODES=10]
+	for s in 8 16 32 64; do dvc exp run -n steps-$$s -S exec.steps=$$s -S eval.episodes_per_task=$(or $(EPISODES),10) \
+	  $(if $(TASKS),-S 'eval.tasks=$(TASKS)') || exit 1; done
 
 # Language grounding within a scene: every ordered pair (A, B) of the suite's tasks that share a scene, B's
 # instruction from A's first INITS official init states; eval.json `grounding` and the report's table.

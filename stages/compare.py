@@ -23,7 +23,7 @@ from typing import Any
 
 from libero_dp import report as rp
 from libero_dp.fileio import atomic_path
-from libero_dp.metrics import wilson
+from libero_dp.metrics import spread, wilson
 from libero_dp.tracking import EXPERIMENT, flatten, tracking_uri
 
 EVAL_METRICS = "metrics/eval.json"
@@ -329,6 +329,37 @@ def plot(rows_by_source: dict[str, list[Row]]) -> str:
     return rp.png_b64(fig, dpi=100)
 
 
+SEED = "train.seed"
+SEED_HEADERS = ["runs (seed: success)", "seeds", "mean", "std", "min", "max", "changed params (vs HEAD)"]
+
+
+def seed_groups(rows: list[Row]) -> list[list[str]]:
+    """Experiments that differ only in train.seed, one line each: every seed's rate, mean and spread."""
+    groups: dict[str, list[Row]] = {}
+    for r in rows:
+        if r.source == "dvc" and r.rate is not None and r.note != "workspace" and SEED in r.params:
+            key = json.dumps({k: v for k, v in r.params.items() if k != SEED}, sort_keys=True, default=str)
+            groups.setdefault(key, []).append(r)
+    out = []
+    for rs in groups.values():
+        by_seed = {r.params[SEED]: r for r in rs}  # one run a seed (the latest listed)
+        if len(by_seed) < 2:
+            continue
+        s = spread([r.rate for r in by_seed.values() if r.rate is not None])
+        out.append(
+            [
+                ", ".join(f"{r.name} (seed {seed}: {r.rate:.1%})" for seed, r in sorted(by_seed.items())),
+                str(s["runs"]),
+                f"{s['mean']:.1%}",
+                f"{100 * s['std']:.1f} pts",
+                f"{s['min']:.1%}",
+                f"{s['max']:.1%}",
+                rs[0].changed or "–",
+            ]
+        )
+    return out
+
+
 def write_outputs(
     out_dir: Path,
     dvc_rows: list[Row],
@@ -368,6 +399,16 @@ def write_outputs(
             rp.md_table(HEADERS, [cells(r) for r in rows]) if rows else "_none with eval results_",
             "",
         ]
+    seeds = seed_groups(dvc_rows)
+    if seeds:
+        md += [
+            "## Training seeds",
+            "",
+            "Experiments whose params differ only in train.seed: the spread of overall success across seeds.",
+            "",
+            rp.md_table(SEED_HEADERS, seeds),
+            "",
+        ]
     md += ["![success vs exec.steps](compare.png)", ""]
     text = "\n".join(md)
     side = "".join(
@@ -381,7 +422,8 @@ def write_outputs(
         f"<style>{rp.CSS} body{{max-width:1800px}}</style></head><body><h1>Run comparison</h1>"
         + "".join(f'<p class="warn">{html.escape(n)}</p>' for n in notes)
         + f'<div style="display:flex;gap:24px;flex-wrap:wrap">{side}</div>'
-        f'<img alt="success vs exec.steps" src="data:image/png;base64,{b64}"></body></html>\n'
+        + (f"<h2>Training seeds</h2>{rp.html_table(SEED_HEADERS, seeds)}" if seeds else "")
+        + f'<img alt="success vs exec.steps" src="data:image/png;base64,{b64}"></body></html>\n'
     )
     for name, content in (
         ("compare.md", text.encode()),

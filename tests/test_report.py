@@ -400,7 +400,7 @@ def test_report_logs_summary_run(built: tuple, tmp_path: Path, monkeypatch: pyte
 def _exp(rev: str, name: str | None, steps: int, stride: int, succ: int, n: int, **extra: object) -> dict:
     params = {
         "exec": {"steps": steps, "stride": stride, "temporal_ensemble": False},
-        "train": {"lr": extra.get("lr", 3e-4)},
+        "train": {"lr": extra.get("lr", 3e-4), "seed": extra.get("seed", 0)},
     }
     return {
         "rev": rev,
@@ -511,3 +511,21 @@ def test_multitask_section_ranks_tasks_from_the_worst_beside_the_expert() -> Non
     assert (
         multitask({"tasks": dict(list(ev["tasks"].items())[:4])}, experts) is None
     )  # a few tasks: no section
+
+
+def test_compare_spread_across_training_seeds(tmp_path: Path) -> None:
+    """Experiments that differ only in train.seed are summarised together: each seed, mean, std, min, max."""
+    cmp = _load_script("compare", ROOT / "stages" / "compare.py")
+    base = _exp("a" * 40, "main", 64, 1, 40, 50)
+    base["experiments"] = [
+        {"revs": [_exp(c * 40, f"s{i}", 64, 1, k, 50, seed=i)], "executor": None, "name": f"s{i}"}
+        for i, (c, k) in enumerate(zip("bcd", [45, 40, 47], strict=True), start=1)
+    ] + [{"revs": [_exp("e" * 40, "lr", 64, 1, 10, 50, lr=1e-4, seed=1)], "executor": None, "name": "lr"}]
+    rows = cmp.rows_from_exp_show([base])
+    (g,) = cmp.seed_groups(rows)  # main (seed 0) + s1..s3; "lr" differs in more than the seed
+    assert g[0].startswith("main (seed 0: 80.0%), s1 (seed 1: 90.0%)") and g[1] == "4"
+    rates = [0.8, 0.9, 0.8, 0.94]
+    assert g[2] == f"{sum(rates) / 4:.1%}" and g[4:6] == ["80.0%", "94.0%"]
+    assert g[3] == f"{100 * float(np.std(rates, ddof=1)):.1f} pts"
+    md = cmp.write_outputs(tmp_path, rows, [])
+    assert "## Training seeds" in md and "Training seeds" in (tmp_path / "compare.html").read_text()
