@@ -6,6 +6,7 @@ interval, steps to success, family, failure causes; a per-family summary; and ho
 
     python benchmarks/expert_table.py --tasks libero_90 --episodes 50 --workers 2
     python benchmarks/expert_table.py --tasks libero_90:20 --episodes 5 --workers 1 --out /tmp/t.json -v
+    python benchmarks/expert_table.py --merge metrics/experts_pro/*.json --out metrics/experts_pro.json
 
 Episodes are cached per (task, init, expert code) under data/cache/experts, so a killed run resumes.
 `wall_s` is the table's real wall time over every invocation that ran its episodes (each run's time is
@@ -228,6 +229,32 @@ def summarise(
     }
 
 
+def merge(paths: list[Path]) -> dict:
+    """One table from several (e.g. one a suite, run where a session may be cut short): tasks side by side,
+    the suite, family and overall summaries recomputed; wall times and episode counts summed."""
+    tables = [json.loads(Path(p).read_text()) for p in paths]
+    tasks = {name: {"suite": "unknown", **t} for tab in tables for name, t in tab["tasks"].items()}
+    n = sum(v["n"] for v in tasks.values())
+    k = sum(v["successes"] for v in tasks.values())
+    return {
+        "protocol": tables[0]["protocol"],
+        "merged_from": [str(p) for p in paths],
+        "tasks_total": len(tasks),
+        "tasks_at_90pct": sum(v["success_rate"] >= 0.9 for v in tasks.values()),
+        "overall": {"episodes": n, "success_rate": k / n if n else None, "wilson_95": list(wilson(k, n))},
+        "below_90pct": {
+            t: {"success_rate": v["success_rate"], "failure_causes": v["failure_causes"]}
+            for t, v in tasks.items()
+            if v["success_rate"] < 0.9
+        },
+        "per_suite": {su: group_summary(vs) for su, vs in _group(tasks, "suite").items()},
+        "per_family": {f: group_summary(vs, causes=True) for f, vs in _group(tasks, "family").items()},
+        "tasks": dict(sorted(tasks.items())),
+        "wall_s": sum(float(t.get("wall_s") or 0.0) for t in tables),
+        "workers": max(int(t.get("workers") or 0) for t in tables),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", default=["libero_90"])
@@ -241,7 +268,13 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=5, help="episodes of one task per job")
     ap.add_argument("--replay", type=int, default=0, help="replay this many successes per task")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every episode")
+    ap.add_argument("--merge", nargs="+", type=Path, help="tables to merge into --out (no episodes run)")
     args = ap.parse_args()
+    if args.merge:
+        out = merge(args.merge)
+        write_json(Path(args.out), out)
+        print(f"{out['tasks_at_90pct']}/{out['tasks_total']} tasks >= 90% ({len(args.merge)} tables)")
+        return
 
     t_start = time.perf_counter()  # the whole invocation, not only the episodes run now
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"

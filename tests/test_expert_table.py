@@ -33,3 +33,35 @@ def test_wall_time_sums_resumed_runs(tmp_path: Path) -> None:
     old = [{"init": 0}]  # a record cached before the ledger existed: counted, not guessed
     out = table.table_wall_s(records + [{"run": "C"}] * 5 + old, ledger, run_id="LAST", this_run_s=0.5)
     assert out == {"wall_s": 500.5, "runs": 4, "episodes_without_run": 1}
+
+
+def test_merge_tables_recomputes_the_summaries(tmp_path: Path) -> None:
+    """Per-suite tables (a host session may be cut short between suites) merge into one table whose suite,
+    family and overall summaries are recomputed from the tasks."""
+    table = _table_module()
+
+    def task(suite: str, fam: str, k: int) -> dict:
+        return {
+            "suite": suite,
+            "family": fam,
+            "n": 10,
+            "successes": k,
+            "success_rate": k / 10,
+            "failure_causes": {"grasp_missed": 10 - k} if k < 10 else {},
+        }
+
+    a = {"protocol": "p", "wall_s": 10.0, "workers": 8, "tasks": {"s_a/x": task("s_a", "f1", 10)}}
+    b = {
+        "protocol": "p",
+        "wall_s": 5.0,
+        "workers": 16,
+        "tasks": {"s_b/x": task("s_b", "f1", 7), "s_b/y": task("s_b", "f2", 9)},
+    }
+    for name, t in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(t))
+    m = table.merge([tmp_path / "a.json", tmp_path / "b.json"])
+    assert m["tasks_total"] == 3 and m["tasks_at_90pct"] == 2 and list(m["below_90pct"]) == ["s_b/x"]
+    assert m["overall"]["episodes"] == 30 and abs(m["overall"]["success_rate"] - 26 / 30) < 1e-12
+    assert m["per_suite"]["s_b"]["tasks"] == 2 and m["per_suite"]["s_b"]["success_rate"] == 0.8
+    assert m["per_family"]["f1"]["failure_causes"] == {"grasp_missed": 3}
+    assert m["wall_s"] == 15.0 and m["workers"] == 16
