@@ -46,6 +46,8 @@ RotTarget = Callable[[Scene], np.ndarray]
 HAND_HALF_LENGTH = 0.105  # Panda hand collision mesh, half extent along the finger axis
 TABLE_CLEARANCE = 0.01
 PULL_PITCH_DEG = 30.0  # approach this far below horizontal when pinching a handle
+#: flatter pitches, tried in turn when the pitched hand would hit the cabinet above (the next drawer's handle)
+PULL_PITCH_FALLBACK_DEG = (15.0, 0.0)
 PUSH_TILT_DEG = 45.0  # closed fingers tilted this far from vertical toward the cabinet when pushing
 
 
@@ -189,6 +191,35 @@ def handle_geoms(scene: Scene, drawer_body: int, out_dir: np.ndarray) -> list[in
     return [g for g, v in fronts.items() if v > outer - 0.012]
 
 
+def pinch_axes(pitch: float, pull: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(approach, finger axis) of the pinch pitched `pitch` rad below horizontal, fingers across the bar."""
+    up = np.array([0.0, 0.0, 1.0])
+    approach = -np.cos(pitch) * pull - np.sin(pitch) * up
+    finger = np.sin(pitch) * -pull + np.cos(pitch) * up  # in the vertical plane, across the bar
+    return approach, finger
+
+
+#: the hand's upper edge in the pinch: (distance behind the grip site, half-width along the finger axis);
+#: measured where the hand met the next handle up (7 cm along the fingers, 3.2 cm behind the grip site)
+HAND_EDGE = ((0.03, 0.07), (0.045, 0.09), (0.06, 0.105), (0.09, 0.105), (0.12, 0.105))
+
+
+def pinch_pitch(scene: Scene, grasp: np.ndarray, pull: np.ndarray, others: list[int]) -> float:
+    """The steepest of PULL_PITCH_DEG and its fallbacks whose hand clears `others` (the rest of the cabinet).
+
+    Pitched 30 degrees, the hand's upper end leans toward the cabinet: in front of a middle drawer it
+    reaches the top drawer's handle 7 cm above (which sticks out as far) and stalls 1 cm short of the bar.
+    """
+    boxes = [scene.geoms_aabb([g]) for g in others]
+    pitches = (PULL_PITCH_DEG, *PULL_PITCH_FALLBACK_DEG)
+    for deg in pitches:
+        approach, finger = pinch_axes(np.deg2rad(deg), pull)
+        pts = [grasp - d * approach + w * finger for d, w in HAND_EDGE]
+        if not any(np.all(p > lo - 0.005) and np.all(p < hi + 0.005) for p in pts for lo, hi in boxes):
+            return float(np.deg2rad(deg))
+    return float(np.deg2rad(pitches[-1]))
+
+
 def plan_open_drawer(scene: Scene, region: str) -> list[E.Skill]:
     """Turn the hand to face the cabinet (fingers vertical), pinch the handle bar, pull, release, back off;
     a handle too near the table for that (a bottom drawer) is hooked instead (`plan_hook_drawer`)."""
@@ -200,7 +231,6 @@ def plan_open_drawer(scene: Scene, region: str) -> list[E.Skill]:
     q0 = scene.joint_q(joint)
     axis = np.array(scene.data.xaxis[jid])
     pull = E._horizontal(np.sign(q_open - q0) * axis)
-    up = np.array([0.0, 0.0, 1.0])
     bar = handle_geoms(scene, int(m.jnt_bodyid[jid]), pull)
 
     def bar_centre(s: Scene) -> np.ndarray:
@@ -211,10 +241,12 @@ def plan_open_drawer(scene: Scene, region: str) -> list[E.Skill]:
     table_top = _table_top(scene)
     if c0[2] - HAND_HALF_LENGTH < table_top + TABLE_CLEARANCE:
         return plan_hook_drawer(scene, region, joint, pull, bar, table_top)
-    # point at the cabinet, pitched down (the wrist rides higher, clear of fixtures in front of the cabinet)
-    pitch = np.deg2rad(PULL_PITCH_DEG)
-    approach = -np.cos(pitch) * pull - np.sin(pitch) * up
-    finger = np.sin(pitch) * -pull + np.cos(pitch) * up  # in the vertical plane, across the bar
+    # point at the cabinet, pitched down (the wrist rides higher, clear of fixtures in front of the cabinet),
+    # less so where the hand's upper end would hit the drawer above (its handle sticks out as far)
+    own = set(scene.subtree_geoms(int(m.jnt_bodyid[jid])))
+    others = [g for g in scene.subtree_geoms(scene.body_id(site_obj.parent_name)) if g not in own]
+    pitch = pinch_pitch(scene, c0 + 0.002 * pull, pull, others)
+    approach, finger = pinch_axes(pitch, pull)
 
     def rot(s: Scene) -> np.ndarray:
         return wrist_rot(s, approach, finger)
