@@ -191,6 +191,26 @@ def handle_geoms(scene: Scene, drawer_body: int, out_dir: np.ndarray) -> list[in
     return [g for g, v in fronts.items() if v > outer - 0.012]
 
 
+#: largest horizontal distance from the robot base that a back-off from a pulled handle ends at
+REACH_RADIUS = 0.66
+
+
+def within_reach(scene: Scene, p: np.ndarray) -> np.ndarray:
+    """`p` moved horizontally toward the robot base to at most REACH_RADIUS from it.
+
+    A hand that ends a pull 72 cm out (libero_goal's cabinet, 5 cm further than libero_90's) straightens
+    the elbow to its limit while it turns back to pointing down, and the arm then stays stuck there.
+    """
+    base = scene.body_pos("robot0_base")
+    d = (p - base)[:2]
+    r = float(np.linalg.norm(d))
+    if r <= REACH_RADIUS:
+        return p
+    out = np.array(p, dtype=np.float64)
+    out[:2] = base[:2] + d * (REACH_RADIUS / r)
+    return out
+
+
 def pinch_axes(pitch: float, pull: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(approach, finger axis) of the pinch pitched `pitch` rad below horizontal, fingers across the bar."""
     up = np.array([0.0, 0.0, 1.0])
@@ -262,8 +282,8 @@ def plan_open_drawer(scene: Scene, region: str) -> list[E.Skill]:
 
     def backed_off(s: Scene) -> np.ndarray:
         # far enough that the next plan's turn back to pointing down does not sweep the hand into the
-        # handle (a 6 cm back-off let it push the opened drawer 4 cm closed again)
-        return s.eef_pos + 0.12 * pull + np.array([0.0, 0.0, 0.06])
+        # handle (a 6 cm back-off let it push the opened drawer 4 cm closed again); within reach of the base
+        return within_reach(s, s.eef_pos + 0.12 * pull + np.array([0.0, 0.0, 0.06]))
 
     return [
         move_to_pose("approach", pre_grasp, approach, finger, gripper=-1.0, tol=0.01, rot_tol=0.1),

@@ -27,9 +27,22 @@ def _place_plan(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) -> lis
     return pick_place.fast(pick_place.plan_pick_place(scene, obj, target, spec))
 
 
+def closed_region(scene: E.Scene, target: str) -> bool:
+    """A region of an articulated part (a drawer, a door) that is closed now: nothing can go in before it
+    opens, and a goal may ask only for the object inside (libero_goal's "open the top drawer and put the
+    bowl inside" is just (In bowl top_region))."""
+    site_obj = scene.inner.object_sites_dict.get(target)
+    state = scene.inner.object_states_dict.get(target)
+    if not getattr(site_obj, "joints", None) or not hasattr(state, "is_open"):
+        return False
+    return not state.is_open()
+
+
 def plan_place(ex: E.Expert, scene: E.Scene, args: tuple[str, ...]) -> list[E.Skill]:
-    """(On obj target) / (In obj region): wait for the objects to rest, then plan from their resting poses."""
+    """(On obj target) / (In obj region): open the region first if it is closed, wait for the objects to
+    rest, then plan from their resting poses."""
     obj, target = args
+    opening = plan_open(ex, scene, (target,)) if closed_region(scene, target) else []
     ex._obj = obj
     spec = E.GRASP_SPECS.get(ex.categories.get(obj, ""), E.DEFAULT_GRASP)
 
@@ -37,7 +50,7 @@ def plan_place(ex: E.Expert, scene: E.Scene, args: tuple[str, ...]) -> list[E.Sk
         ex._obj_z0 = float(s.body_pos(obj)[2])
         return _place_plan(s, obj, target, spec)
 
-    return [pick_place.Settle(ex, build)]
+    return [*opening, pick_place.Settle(ex, build)]
 
 
 def plan_open(ex: E.Expert, scene: E.Scene, args: tuple[str, ...]) -> list[E.Skill]:
