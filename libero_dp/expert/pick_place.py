@@ -219,6 +219,16 @@ SKEW_WEIGHT = 1.0  # penalty per rad of skew, in the units of the wrist turn
 REACH_WEIGHT = 40.0  # penalty per metre beyond REACH_SOFT, in the units of the wrist turn (rad)
 
 
+def rim_grip_z(
+    boxes: list[tuple[np.ndarray, np.ndarray]], grip: np.ndarray, depth: float, floor: float, default: float
+) -> float:
+    """Grip height on a rim: `depth` below the wall's top where the fingers close (`grip` xy), not below
+    the whole object's top. A bowl resting tilted on a ramekin has its low side's rim 2 cm under its
+    high side's: gripped at the high side's height, the fingers closed over the low rim."""
+    tops = [float(hi[2]) for lo, hi in boxes if E._dist_to_box2d(grip, lo, hi) < 0.01]
+    return max(max(tops) - depth, floor) if tops else default
+
+
 def choose_grasp(
     scene: E.Scene, obj: str, spec: E.GraspSpec, exclude: set[str]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -250,6 +260,7 @@ def choose_grasp(
         if b[1][2] > grip_z + HAND.bottom and E._dist_to_box2d(centre, b[0], b[1]) < near
     ]
     rim = spec.mode == "rim"
+    geom_boxes = [scene.geoms_aabb([g]) for g in scene.subtree_geoms(scene.body_id(obj))] if rim else []
     # a rim may also be gripped with the fingers skewed from the radius (still across the wall): lets the
     # hand miss an open drawer's handle right over the bowl (task 8)
     skews = np.deg2rad(RIM_SKEWS) if rim else np.zeros(1)
@@ -262,6 +273,7 @@ def choose_grasp(
         grip = np.array([centre[0], centre[1], grip_z])
         if rim:
             grip = grip + spec.rim_offset * _yaw_axis(yaw)
+            grip[2] = rim_grip_z(geom_boxes, grip, spec.depth, float(lo[2]) + 0.012, grip_z)
         tips = [grip + 0.045 * f, grip - 0.045 * f]
         clear = min(
             [E._dist_to_box2d(t, olo, ohi) for t in tips for olo, ohi in obstacles if ohi[2] > grip_z - 0.02],
