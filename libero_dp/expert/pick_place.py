@@ -315,9 +315,33 @@ class PlaceParams:
     cruise_margin: float = 0.03  # carried object's bottom above what it passes over
     sweep_margin: float = 0.02  # extra horizontal clearance of the carried object's footprint
     approach_tol: float = 0.01
+    transit_radius: float = 0.04  # approach line this close (horizontally) to an obstacle ...
+    transit_clear: float = 0.04  # ... must pass this far above its top (open fingertips 1.4 cm below)
+    leave_margin: float = 0.06  # grip site above the target's top after the retreat (fingertips 1.4 cm below)
 
 
 PLACE = PlaceParams()
+
+
+def transit(scene: E.Scene, obj: str, hover: np.ndarray, axis: E.Target) -> list[E.Skill]:
+    """A move to above the hover point at a height that clears what the straight approach would clip.
+
+    The straight line from the hand (after the last release) down to the hover point dips as it goes:
+    leaving a basket for an object beside it, the fingertips caught the basket's wall and dragged it over
+    that object. Empty (no extra phase) when the straight line keeps PLACE.transit_clear over everything.
+    """
+    start = scene.eef_pos
+    boxes = [scene.aabb(n) for n in scene.obstacle_names({obj})]
+    need = -np.inf
+    for k in np.linspace(0.0, 1.0, 21)[1:-1]:
+        p = start + k * (hover - start)
+        for lo, hi in boxes:
+            if E._dist_to_box2d(p, lo, hi) < PLACE.transit_radius and p[2] < hi[2] + PLACE.transit_clear:
+                need = max(need, float(hi[2]) + PLACE.transit_clear + 0.01)
+    if need == -np.inf:
+        return []
+    z = max(need, float(hover[2]))
+    return [E.MoveTo("approach", lambda s: np.array([hover[0], hover[1], z]), axis, -1.0, tol=0.015)]
 
 
 def plan_pick_place(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) -> list[E.Skill]:
@@ -394,8 +418,14 @@ def plan_pick_place(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) ->
         hand_xy = place_xy - offset(s)[:2]
         return np.array([hand_xy[0], hand_xy[1], support_top + spec.release_height + bottom_below_hand(s)])
 
+    # the open fingertips leave clear over the container's rim: 10 cm up from inside a basket left them at
+    # its rim, and the next approach dragged the basket over the next object
+    holder = parent or (None if is_site else target)
+    leave_z = float(scene.aabb(holder)[1][2]) + PLACE.leave_margin if holder else -np.inf
+
     def retreat_target(s: E.Scene) -> np.ndarray:
-        return s.eef_pos + np.array([0.0, 0.0, 0.10])
+        p = s.eef_pos
+        return np.array([p[0], p[1], max(p[2] + 0.10, leave_z)])
 
     def back_out(s: E.Scene) -> np.ndarray:
         # a tilted hand backs out along its own axis (turning back to pointing down dragged the ketchup)
@@ -417,7 +447,10 @@ def plan_pick_place(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) ->
     reach: list[E.Skill]
     leave: list[E.Skill]
     if axes is None:
-        reach = [E.MoveTo("approach", lambda s: hover, axis_fn, gripper=-1.0, tol=PLACE.approach_tol)]
+        reach = [
+            *transit(scene, obj, hover, axis_fn),
+            E.MoveTo("approach", lambda s: hover, axis_fn, gripper=-1.0, tol=PLACE.approach_tol),
+        ]
         leave = [E.MoveTo("lift", lift_target, axis_fn, gripper=1.0, tol=0.015)]
     else:
         # come down turned, clear of what hangs over the object, and turn to the grasp yaw just above it;
@@ -437,6 +470,7 @@ def plan_pick_place(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) ->
             return s.eef_pos
 
         reach = [
+            *transit(scene, obj, hover, turned),
             E.MoveTo("approach", lambda s: hover, turned, gripper=-1.0, tol=PLACE.approach_tol),
             E.MoveTo("descend", lambda s: low, turned, gripper=-1.0, tol=0.006, stop_on_stall=True),
             E.MoveTo("turn", lambda s: low, partly, gripper=-1.0, tol=0.008),
