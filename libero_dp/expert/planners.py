@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from libero_dp.expert import books, drawers, hinges, objects, pick_place
 from libero_dp.expert import core as E
+from libero_dp.expert.core import order_goals
 
 
-def _place_plan(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) -> list[E.Skill]:
-    """The pick-and-place plan for one object and target, from the resting scene."""
+def _place_plan(
+    scene: E.Scene, obj: str, target: str, spec: E.GraspSpec, slot: tuple[int, int] = (0, 1)
+) -> list[E.Skill]:
+    """The pick-and-place plan for one object and target, from the resting scene (`slot`: this object's
+    share of a region that several goals fill, see objects.plan_pick_place)."""
     if books.is_book(spec):
         plan = books.plan_book(scene, obj, target, spec)
         if plan is not None:
@@ -23,7 +27,7 @@ def _place_plan(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) -> lis
     is_site = target in inner.object_sites_dict and target not in inner.obj_body_id
     table_region = is_site and not inner.object_sites_dict[target].parent_name
     if isinstance(spec, objects.ObjGraspSpec) or table_region:
-        return objects.plan_pick_place(scene, obj, target, spec)
+        return objects.plan_pick_place(scene, obj, target, spec, slot=slot)
     return pick_place.fast(pick_place.plan_pick_place(scene, obj, target, spec))
 
 
@@ -46,9 +50,12 @@ def plan_place(ex: E.Expert, scene: E.Scene, args: tuple[str, ...]) -> list[E.Sk
     ex._obj = obj
     spec = E.GRASP_SPECS.get(ex.categories.get(obj, ""), E.DEFAULT_GRASP)
 
+    sharing = [g[1] for g in order_goals(ex.goal) if g[0] in ("on", "in") and len(g) == 3 and g[2] == target]
+    slot = (sharing.index(obj), len(sharing)) if obj in sharing else (0, 1)
+
     def build(s: E.Scene) -> list[E.Skill]:
         ex._obj_z0 = float(s.body_pos(obj)[2])
-        return _place_plan(s, obj, target, spec)
+        return _place_plan(s, obj, target, spec, slot)
 
     return [*opening, pick_place.Settle(ex, build)]
 
