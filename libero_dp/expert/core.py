@@ -678,8 +678,9 @@ def order_goals(goal: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
     def rank(g: tuple[str, ...]) -> int:
         if g[0] in ENABLERS:
             return 0
-        if g[0] == "close":
-            return 3 if g[1] in in_targets else 0
+        if g[0] == "close":  # a region, or an object whose region (named "<object>_<region>") is filled
+            fills = any(t == g[1] or t.startswith(g[1] + "_") for t in in_targets)
+            return 3 if fills else 0
         if g[0] in ("on", "in") and len(g) == 3:
             return 1 if g[1] in supports else 2
         return 2
