@@ -191,6 +191,7 @@ def handle_geoms(scene: Scene, drawer_body: int, out_dir: np.ndarray) -> list[in
     return [g for g, v in fronts.items() if v > outer - 0.012]
 
 
+FIT_MARGIN = 0.02  # a drawer opened for an object: this much longer than the object along the pull
 #: largest horizontal distance from the robot base that a back-off from a pulled handle ends at
 REACH_RADIUS = 0.66
 
@@ -240,9 +241,14 @@ def pinch_pitch(scene: Scene, grasp: np.ndarray, pull: np.ndarray, others: list[
     return float(np.deg2rad(pitches[-1]))
 
 
-def plan_open_drawer(scene: Scene, region: str) -> list[E.Skill]:
+def plan_open_drawer(scene: Scene, region: str, fit: str | None = None) -> list[E.Skill]:
     """Turn the hand to face the cabinet (fingers vertical), pinch the handle bar, pull, release, back off;
-    a handle too near the table for that (a bottom drawer) is hooked instead (`plan_hook_drawer`)."""
+    a handle too near the table for that (a bottom drawer) is hooked instead (`plan_hook_drawer`).
+
+    `fit`: an object that goes in next: pull only until the drawer has room for it (FIT_MARGIN more than
+    its length along the pull). Fully open, libero_goal's top drawer hangs over the bowl beside it, and no
+    grasp of the bowl's rim clears the drawer's front.
+    """
     joint, site_obj = _slide_joint(scene, region, "open")
     m = scene.model
     jid = m.joint_name2id(joint)
@@ -277,8 +283,13 @@ def plan_open_drawer(scene: Scene, region: str) -> list[E.Skill]:
     def grasp(s: Scene) -> np.ndarray:
         return bar_centre(s) + 0.002 * pull
 
+    wanted = np.inf
+    if fit is not None:
+        lo, hi = scene.aabb(fit)
+        wanted = float(np.abs(hi - lo) @ np.abs(pull)) + FIT_MARGIN
+
     def is_open(s: Scene) -> bool:
-        return bool(s.inner.object_states_dict[region].is_open())
+        return abs(s.joint_q(joint) - q0) >= wanted or bool(s.inner.object_states_dict[region].is_open())
 
     def backed_off(s: Scene) -> np.ndarray:
         # far enough that the next plan's turn back to pointing down does not sweep the hand into the
@@ -466,3 +477,37 @@ def plan_hook_drawer(
         PullJoint(bar_centre, pull, rot, is_open, lambda s: s.joint_q(joint), press=h.press, cap=h.cap),
         E.MovePose("retreat", backed_off, rot, 1.0, tol=0.01, max_steps=40),
     ]
+
+
+def exposed_span(scene: Scene, region: str) -> tuple[np.ndarray, float, float] | None:
+    """(pull direction, start, end) along the pull of the drawer's open part: from the front of the cabinet
+    above it (its roof) to its front panel's inner face. None for regions without a slide joint."""
+    try:
+        joint, site_obj = _slide_joint(scene, region, "in")
+    except NotImplementedError:
+        return None
+    m = scene.model
+    jid = m.joint_name2id(joint)
+    parent = scene.inner.get_object(site_obj.parent_name)
+    q_open = float(np.mean(parent.object_properties["articulation"]["default_open_ranges"]))
+    q_close = float(np.mean(parent.object_properties["articulation"]["default_close_ranges"]))
+    pull = E._horizontal(np.sign(q_open - q_close) * np.array(scene.data.xaxis[jid]))
+    own = scene.subtree_geoms(int(m.jnt_bodyid[jid]))
+    floor = min(float(scene.geoms_aabb([g])[0][2]) for g in own)
+    own_set = set(own)
+
+    def span(g: int) -> tuple[float, float]:
+        lo, hi = scene.geoms_aabb([g])
+        corners = [np.array([x, y]) for x in (lo[0], hi[0]) for y in (lo[1], hi[1])]
+        v = [float(c @ pull[:2]) for c in corners]
+        return min(v), max(v)
+
+    roof = [
+        span(g)[1]
+        for g in scene.subtree_geoms(scene.body_id(site_obj.parent_name))
+        if g not in own_set and float(scene.geoms_aabb([g])[0][2]) > floor + 0.01
+    ]
+    panels = [span(g) for g in own if span(g)[1] - span(g)[0] < 0.012]
+    if not roof or not panels:
+        return None
+    return pull, max(roof), max(p[0] for p in panels)

@@ -344,9 +344,29 @@ def transit(scene: E.Scene, obj: str, hover: np.ndarray, axis: E.Target) -> list
     return [E.MoveTo("approach", lambda s: np.array([hover[0], hover[1], z]), axis, -1.0, tol=0.015)]
 
 
-def plan_pick_place(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) -> list[E.Skill]:
+def into_open_part(scene: E.Scene, obj: str, region: str, xy: np.ndarray) -> np.ndarray:
+    """`xy` moved along the drawer's pull so that the object lies in its open part, clear of the cabinet's
+    front above it (a partly opened drawer's region centre is still under the cabinet's top)."""
+    from libero_dp.expert import drawers  # noqa: PLC0415 - drawers imports this module's siblings
+
+    span = drawers.exposed_span(scene, region)
+    if span is None:
+        return xy
+    pull, front, panel = span
+    lo, hi = scene.aabb(obj)
+    r = 0.5 * float(np.abs(hi - lo)[:2] @ np.abs(pull[:2]))
+    off = float(((lo + hi) / 2.0 - scene.body_pos(obj))[:2] @ pull[:2])  # footprint centre - origin
+    s_lo, s_hi = front + r + 0.008, panel - r - 0.004
+    s = float(xy @ pull[:2]) + off
+    s_new = float(np.clip(s, s_lo, s_hi)) if s_lo <= s_hi else 0.5 * (s_lo + s_hi)
+    return xy + (s_new - s) * pull[:2]
+
+
+def plan_pick_place(
+    scene: E.Scene, obj: str, target: str, spec: E.GraspSpec, exposed: bool = False
+) -> list[E.Skill]:
     """Hover, descend, close, lift to a cruise height that clears everything along the way, carry, lower,
-    open, retreat.
+    open, retreat (`exposed`: into the open part of a partly opened drawer, see `into_open_part`).
 
     Differences from the core version: the cruise height clears every obstacle swept by the carried object
     (not only the target: a bowl on a microwave was dragged into it); table regions (site without a parent
@@ -375,6 +395,8 @@ def plan_pick_place(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) ->
         place_xy = s_pos[:2]
         if parent:
             support_top = float(s_pos[2] - half[2])
+            if exposed:
+                place_xy = into_open_part(scene, obj, target, place_xy)
         else:  # a table region: the object's origin must end within (half_z, half_z + 0.10) above the site
             support_top = surface_below(scene, place_xy, float(s_pos[2] + half[2] + 0.10), {obj})
     else:

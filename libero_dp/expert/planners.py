@@ -15,7 +15,12 @@ from libero_dp.expert.core import order_goals
 
 
 def _place_plan(
-    scene: E.Scene, obj: str, target: str, spec: E.GraspSpec, slot: tuple[int, int] = (0, 1)
+    scene: E.Scene,
+    obj: str,
+    target: str,
+    spec: E.GraspSpec,
+    slot: tuple[int, int] = (0, 1),
+    exposed: bool = False,
 ) -> list[E.Skill]:
     """The pick-and-place plan for one object and target, from the resting scene (`slot`: this object's
     share of a region that several goals fill, see objects.plan_pick_place)."""
@@ -28,7 +33,7 @@ def _place_plan(
     table_region = is_site and not inner.object_sites_dict[target].parent_name
     if isinstance(spec, objects.ObjGraspSpec) or table_region:
         return objects.plan_pick_place(scene, obj, target, spec, slot=slot)
-    return pick_place.fast(pick_place.plan_pick_place(scene, obj, target, spec))
+    return pick_place.fast(pick_place.plan_pick_place(scene, obj, target, spec, exposed=exposed))
 
 
 def closed_region(scene: E.Scene, target: str) -> bool:
@@ -46,7 +51,10 @@ def plan_place(ex: E.Expert, scene: E.Scene, args: tuple[str, ...]) -> list[E.Sk
     """(On obj target) / (In obj region): open the region first if it is closed, wait for the objects to
     rest, then plan from their resting poses."""
     obj, target = args
-    opening = plan_open(ex, scene, (target,)) if closed_region(scene, target) else []
+    partly = closed_region(scene, target) and not hinges.has_hinge(scene, target)
+    opening = plan_open(ex, scene, (target,)) if closed_region(scene, target) and not partly else []
+    if partly:  # a closed drawer: opened just enough for the object, which then goes into the open part
+        opening = drawers.plan_open_drawer(scene, target, fit=obj)
     ex._obj = obj
     spec = E.GRASP_SPECS.get(ex.categories.get(obj, ""), E.DEFAULT_GRASP)
 
@@ -55,7 +63,7 @@ def plan_place(ex: E.Expert, scene: E.Scene, args: tuple[str, ...]) -> list[E.Sk
 
     def build(s: E.Scene) -> list[E.Skill]:
         ex._obj_z0 = float(s.body_pos(obj)[2])
-        return _place_plan(s, obj, target, spec, slot)
+        return _place_plan(s, obj, target, spec, slot, exposed=partly)
 
     return [*opening, pick_place.Settle(ex, build)]
 
