@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from libero_dp.expert import core as E
+from libero_dp.expert import drawers, tipping
 
 # ----------------------------------------------------------------------------------------------------------
 # Pick-and-place planning
@@ -347,8 +348,6 @@ def transit(scene: E.Scene, obj: str, hover: np.ndarray, axis: E.Target) -> list
 def into_open_part(scene: E.Scene, obj: str, region: str, xy: np.ndarray) -> np.ndarray:
     """`xy` moved along the drawer's pull so that the object lies in its open part, clear of the cabinet's
     front above it (a partly opened drawer's region centre is still under the cabinet's top)."""
-    from libero_dp.expert import drawers  # noqa: PLC0415 - drawers imports this module's siblings
-
     span = drawers.exposed_span(scene, region)
     if span is None:
         return xy
@@ -407,9 +406,9 @@ def plan_pick_place(
     tip_dir: np.ndarray | None = None
     if is_site and parent:
         standing = support_top + spec.release_height + float(scene.body_pos(obj)[2] - olo[2])
-        if standing > float(s_pos[2] + half[2]) - TIP.margin:
-            tip_dir = _tip_direction(scene, finger, place_xy)
-            place_xy = place_xy - TIP.shift * float(ohi[2] - olo[2]) * tip_dir[:2]
+        if standing > float(s_pos[2] + half[2]) - tipping.TIP.margin:
+            tip_dir = tipping.tip_direction(scene, finger, place_xy)
+            place_xy = place_xy - tipping.TIP.shift * float(ohi[2] - olo[2]) * tip_dir[:2]
     obj_xy = (olo[:2] + ohi[:2]) / 2.0
     top = max(corridor_top(scene, obj, obj_xy, place_xy, radius), support_top, float(olo[2]))
     cruise_bottom = top + PLACE.cruise_margin
@@ -512,75 +511,12 @@ def plan_pick_place(
         *leave,
         E.MoveTo("carry", carry_target, axis_fn, gripper=1.0, tol=0.008),
         E.MoveTo("lower", place_target, axis_fn, gripper=1.0, tol=0.005, stop_on_stall=True),
-        *([] if tip_dir is None else tip_skills(obj, finger, tip_dir)),
+        *([] if tip_dir is None else tipping.tip_skills(obj, finger, tip_dir)),
         E.Gripper("release", close=False, min_steps=8),
         E.MoveTo("retreat", retreat_target, axis_fn, gripper=-1.0, tol=0.01, max_steps=40)
         if tip_dir is None
         else E.MovePose("retreat", back_out, lambda s: s.eef_mat, gripper=-1.0, tol=0.01, max_steps=40),
     ]
-
-
-@dataclass(frozen=True)
-class TipParams:
-    """Laying a standing object down: tilt it about its bottom edge while held, then let go."""
-
-    margin: float = 0.005  # origin this far under the region's top still counts as fitting upright
-    angles: tuple[float, ...] = (30.0, 60.0)  # deg, waypoints of the tilt; released at the last
-    shift: float = (
-        0.3  # stand it this fraction of its height off the region's centre, away from where it falls
-    )
-
-
-TIP = TipParams()
-
-
-def _tip_direction(scene: E.Scene, finger: np.ndarray, place_xy: np.ndarray) -> np.ndarray:
-    """Horizontal direction the object's top falls toward: across the fingers (it turns about the finger
-    axis), toward the robot (tipped away from it, the hand leaned over the bottle and it never fell)."""
-    t = np.cross(finger, np.array([0.0, 0.0, 1.0]))
-    t = E._horizontal(t)
-    base = scene.body_pos("robot0_base")
-    return t if float(t[:2] @ (base[:2] - place_xy)) >= 0.0 else -t
-
-
-def _axis_rot(axis: np.ndarray, angle: float) -> np.ndarray:
-    a = axis / np.linalg.norm(axis)
-    k = np.array([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]])
-    return np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * (k @ k)
-
-
-def tip_skills(obj: str, finger: np.ndarray, t: np.ndarray) -> list[E.Skill]:
-    """Tilt the held object about its bottom edge on the `t` side (hand and grip point turn together about
-    that edge), so that released it falls over onto its side."""
-    axis = np.cross(np.array([0.0, 0.0, 1.0]), t)  # turns "up" toward t
-    pose: dict[str, np.ndarray] = {}
-
-    def pivot_frame(s: E.Scene) -> None:
-        if "pivot" not in pose:
-            lo, hi = s.aabb(obj)
-            c = (lo + hi) / 2.0
-            reach = 0.5 * float(abs((hi - lo)[:2] @ t[:2]))
-            pose["pivot"] = np.array([c[0], c[1], lo[2]]) + reach * t
-            pose["grip"], pose["rot"] = s.eef_pos, s.eef_mat
-
-    def waypoint(angle: float) -> tuple[E.Target, Callable[[E.Scene], np.ndarray]]:
-        q = _axis_rot(axis, np.deg2rad(angle))
-
-        def pos(s: E.Scene) -> np.ndarray:
-            pivot_frame(s)
-            return pose["pivot"] + q @ (pose["grip"] - pose["pivot"])
-
-        def rot(s: E.Scene) -> np.ndarray:
-            pivot_frame(s)
-            return q @ pose["rot"]
-
-        return pos, rot
-
-    out: list[E.Skill] = []
-    for a in TIP.angles:
-        pos, rot = waypoint(a)
-        out.append(E.MovePose("tip", pos, rot, gripper=1.0, tol=0.01, rot_tol=0.1, max_steps=40))
-    return out
 
 
 def fast(skills: list[E.Skill]) -> list[E.Skill]:
