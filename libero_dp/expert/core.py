@@ -69,6 +69,7 @@ class GraspSpec:
 GRASP_SPECS: dict[str, GraspSpec] = {
     "akita_black_bowl": GraspSpec(mode="rim", depth=0.02, rim_offset=0.05),
     "white_bowl": GraspSpec(mode="rim", depth=0.02, rim_offset=0.05),
+    "plate": GraspSpec(mode="rim", depth=0.006, rim_offset=0.058),
     "alphabet_soup": GraspSpec(depth=0.035),
     "tomato_sauce": GraspSpec(depth=0.035),
     "ketchup": GraspSpec(depth=0.04, yaw="short_side"),

@@ -445,6 +445,9 @@ def slot_spot(
 SLOT_MARGIN = 0.015  # a shared region's outermost spots this far inside its ends
 
 
+FLAT_DISH = 0.03  # m: a rim-gripped object lower than this is a flat dish (a plate), see plan_pick_place
+
+
 def plan_pick_place(
     scene: E.Scene, obj: str, target: str, spec: E.GraspSpec, slot: tuple[int, int] = (0, 1)
 ) -> list[E.Skill]:
@@ -502,11 +505,19 @@ def plan_pick_place(
     carry_obj_bottom = max(top_z + 0.05, path_top + 0.03)
 
     flags: dict[str, np.ndarray] = {}
+    # a flat dish (a plate) pinched at its rim hangs tilted and swings in the hand: its pose while carried
+    # says little about where it lands. Lowered until the hand is back at its grip height over the table,
+    # the plate lies flat again in the pose it was gripped in, so the offset is read before the lift.
+    # (Read after it, the plate swung 2 cm and landed outside a region; lowered by its tilted low edge,
+    # it was let go 6 cm up and bounced out.)
+    dish = not isinstance(spec, ObjGraspSpec) and spec.mode == "rim" and float(ohi[2] - olo[2]) < FLAT_DISH
 
     def axis_fn(s: E.Scene) -> np.ndarray:
         return finger
 
     def lift_target(s: E.Scene) -> np.ndarray:
+        if dish:
+            offset(s)
         p = s.eef_pos
         return np.array([p[0], p[1], max(grip[2] + 0.06, carry_obj_bottom + below_grip - 0.03)])
 
@@ -523,7 +534,7 @@ def plan_pick_place(
 
     def place_target(s: E.Scene) -> np.ndarray:
         lo, _ = s.aabb(obj)
-        bottom_below_hand = s.eef_pos[2] - lo[2]
+        bottom_below_hand = below_grip if dish else s.eef_pos[2] - lo[2]
         hand_xy = place_xy - offset(s)[:2]
         return np.array([hand_xy[0], hand_xy[1], support_top + spec.release_height + bottom_below_hand])
 
