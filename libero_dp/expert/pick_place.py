@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from libero_dp.expert import core as E
-from libero_dp.expert import drawers, tipping
+from libero_dp.expert import drawers, overhang, tipping
 
 # ----------------------------------------------------------------------------------------------------------
 # Pick-and-place planning
@@ -156,9 +156,15 @@ def hand_boxes(scene: E.Scene, obj: str) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def hand_hits(
-    boxes: list[tuple[np.ndarray, np.ndarray]], xy: np.ndarray, f: np.ndarray, z_lo: float, z_hi: float
+    boxes: list[tuple[np.ndarray, np.ndarray]],
+    xy: np.ndarray,
+    f: np.ndarray,
+    z_lo: float,
+    z_hi: float,
+    margin: float = 0.0,
 ) -> bool:
-    """Whether the housing footprint (centred at `xy`, long along `f`) meets a box between z_lo and z_hi.
+    """Whether the housing footprint (centred at `xy`, long along `f`, `margin` wider) meets a box between
+    z_lo and z_hi.
 
     The wrist above it is not checked: a 5 cm column around the axis rejected grasps that worked (task 8)."""
     reach = HAND.half_len - HAND.half_width
@@ -166,7 +172,7 @@ def hand_hits(
     for lo, hi in boxes:
         if hi[2] <= z_lo or lo[2] >= z_hi:
             continue
-        if min(E._dist_to_box2d(p, lo, hi) for p in pts) < HAND.half_width:
+        if min(E._dist_to_box2d(p, lo, hi) for p in pts) < HAND.half_width + margin:
             return True
     return False
 
@@ -214,6 +220,7 @@ HAND_HALF = 0.10  # m: half-length of the Panda hand along the finger axis
 ARM_HEIGHT = 0.12  # obstacles this far above the grip point can touch the forearm
 ARM_CLEAR = 0.10  # wanted horizontal distance from the grip point to such obstacles
 DESCENT_SPAN = 0.25  # grip point to the top of the hand's sweep while descending from hover
+DESCENT_MARGIN = 0.01  # m: the housing footprint is this much wider when checking the descent
 BLOCKED_PENALTY = 0.05  # clearance (m) taken from grasps whose descent meets something
 RIM_SKEWS = (0.0, -15.0, 15.0, -30.0, 30.0)  # deg between a rim grasp's finger axis and the radius
 SKEW_WEIGHT = 1.0  # penalty per rad of skew, in the units of the wrist turn
@@ -298,8 +305,10 @@ def choose_grasp(
             default=1.0,
         )
         clear = min(clear, hand + 0.01)
-        # the descent: per-geom boxes (an open drawer's handle over a bowl is part of the excluded target)
-        if hand_hits(boxes, grip, f, grip_z + HAND.bottom, grip_z + DESCENT_SPAN):
+        # the descent: per-geom boxes (an open drawer's handle over a bowl is part of the excluded target),
+        # with a margin: a hand passing 2.3 cm from an open drawer's front panel caught on it, came down
+        # tilted and the bowl slipped out of the rim grasp (libero_goal, bowl into the top drawer)
+        if hand_hits(boxes, grip, f, grip_z + HAND.bottom, grip_z + DESCENT_SPAN, DESCENT_MARGIN):
             clear -= BLOCKED_PENALTY
         turn = float(np.arccos(min(1.0, abs(f @ cur_axis))))
         reach = max(0.0, float(np.linalg.norm(grip[:2] - base_xy)) - REACH_SOFT)
@@ -472,7 +481,12 @@ def plan_pick_place(
             *transit(scene, obj, hover, axis_fn),
             E.MoveTo("approach", lambda s: hover, axis_fn, gripper=-1.0, tol=PLACE.approach_tol),
         ]
-        leave = [E.MoveTo("lift", lift_target, axis_fn, gripper=1.0, tol=0.015)]
+        # a rim-gripped bowl under an open drawer: slid out from under it first (see overhang)
+        shift = overhang.escape_shift(scene, obj, boxes, float(ohi[2]) + 0.25) if spec.mode == "rim" else None
+        leave = [
+            *([] if shift is None else overhang.escape_skills(shift, axis_fn)),
+            E.MoveTo("lift", lift_target, axis_fn, gripper=1.0, tol=0.015),
+        ]
     else:
         # come down turned, clear of what hangs over the object, and turn to the grasp yaw just above it;
         # leave the same way (lifted straight up, the hand's end caught under the open drawer)
