@@ -308,8 +308,10 @@ def choose_grasp(
         # the descent: per-geom boxes (an open drawer's handle over a bowl is part of the excluded target),
         # with a margin: a hand passing 2.3 cm from an open drawer's front panel caught on it, came down
         # tilted and the bowl slipped out of the rim grasp (libero_goal, bowl into the top drawer)
-        if hand_hits(boxes, grip, f, grip_z + HAND.bottom, grip_z + DESCENT_SPAN, DESCENT_MARGIN):
+        if hand_hits(boxes, grip, f, grip_z + HAND.bottom, grip_z + DESCENT_SPAN):
             clear -= BLOCKED_PENALTY
+        elif hand_hits(boxes, grip, f, grip_z + HAND.bottom, grip_z + DESCENT_SPAN, DESCENT_MARGIN):
+            clear -= BLOCKED_PENALTY / 2.0
         turn = float(np.arccos(min(1.0, abs(f @ cur_axis))))
         reach = max(0.0, float(np.linalg.norm(grip[:2] - base_xy)) - REACH_SOFT)
         cands.append((min(clear, 0.03), -(turn + REACH_WEIGHT * reach + SKEW_WEIGHT * abs(skew)), grip, f))
