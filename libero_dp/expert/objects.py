@@ -449,7 +449,12 @@ FLAT_DISH = 0.03  # m: a rim-gripped object lower than this is a flat dish (a pl
 
 
 def plan_pick_place(
-    scene: E.Scene, obj: str, target: str, spec: E.GraspSpec, slot: tuple[int, int] = (0, 1)
+    scene: E.Scene,
+    obj: str,
+    target: str,
+    spec: E.GraspSpec,
+    slot: tuple[int, int] = (0, 1),
+    inside: bool = True,
 ) -> list[E.Skill]:
     """Hover, descend, close, lift, carry over the target, lower, open, retreat.
 
@@ -476,7 +481,7 @@ def plan_pick_place(
         if board is not None:
             return plan_lay_on_slope(scene, obj, target, spec, board)
         if is_site and parent or not is_site:  # anything else: the plain planner, as for unlisted objects
-            return P.fast(P.plan_pick_place(scene, obj, target, spec))
+            return P.fast(P.plan_pick_place(scene, obj, target, spec, inside=inside))
     grip, finger = choose_grasp(scene, obj, spec, exclude)
     hover = grip + np.array([0.0, 0.0, 0.07])
     olo, ohi = scene.aabb(obj)

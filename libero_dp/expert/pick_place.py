@@ -373,7 +373,12 @@ def into_open_part(scene: E.Scene, obj: str, region: str, xy: np.ndarray) -> np.
 
 
 def plan_pick_place(
-    scene: E.Scene, obj: str, target: str, spec: E.GraspSpec, exposed: bool = False
+    scene: E.Scene,
+    obj: str,
+    target: str,
+    spec: E.GraspSpec,
+    exposed: bool = False,
+    inside: bool = True,
 ) -> list[E.Skill]:
     """Hover, descend, close, lift to a cruise height that clears everything along the way, carry, lower,
     open, retreat (`exposed`: into the open part of a partly opened drawer, see `into_open_part`).
@@ -413,9 +418,12 @@ def plan_pick_place(
         tlo, thi = scene.aabb(target)
         place_xy = ((tlo + thi) / 2.0)[:2]
         support_top = float(thi[2])
-    # a tall object whose origin would stand above the region (ketchup in a drawer): lay it down
+    # a tall object whose origin would stand above the region (ketchup in a drawer): lay it down. Only
+    # for (In ..): LIBERO's (On obj site) wants the origin from 5 mm under the site's top to 10 cm over it,
+    # which an upright object meets (a wine bottle laid down on the cabinet top stretched the arm to its
+    # elbow limit while tipping, went up instead and threw the bottle off)
     tip_dir: np.ndarray | None = None
-    if is_site and parent:
+    if is_site and parent and inside:
         standing = support_top + spec.release_height + float(scene.body_pos(obj)[2] - olo[2])
         if standing > float(s_pos[2] + half[2]) - tipping.TIP.margin:
             tip_dir = tipping.tip_direction(scene, finger, place_xy)

@@ -21,6 +21,7 @@ def _place_plan(
     spec: E.GraspSpec,
     slot: tuple[int, int] = (0, 1),
     exposed: bool = False,
+    inside: bool = True,
 ) -> list[E.Skill]:
     """The pick-and-place plan for one object and target, from the resting scene (`slot`: this object's
     share of a region that several goals fill, see objects.plan_pick_place)."""
@@ -32,8 +33,9 @@ def _place_plan(
     is_site = target in inner.object_sites_dict and target not in inner.obj_body_id
     table_region = is_site and not inner.object_sites_dict[target].parent_name
     if isinstance(spec, objects.ObjGraspSpec) or table_region:
-        return objects.plan_pick_place(scene, obj, target, spec, slot=slot)
-    return pick_place.fast(pick_place.plan_pick_place(scene, obj, target, spec, exposed=exposed))
+        return objects.plan_pick_place(scene, obj, target, spec, slot=slot, inside=inside)
+    plan = pick_place.plan_pick_place(scene, obj, target, spec, exposed=exposed, inside=inside)
+    return pick_place.fast(plan)
 
 
 def closed_region(scene: E.Scene, target: str) -> bool:
@@ -51,6 +53,7 @@ def plan_place(ex: E.Expert, scene: E.Scene, args: tuple[str, ...]) -> list[E.Sk
     """(On obj target) / (In obj region): open the region first if it is closed, wait for the objects to
     rest, then plan from their resting poses."""
     obj, target = args
+    inside = ("on", obj, target) not in ex.goal  # an (In ..) goal: a tall object may be laid down
     partly = closed_region(scene, target) and not hinges.has_hinge(scene, target)
     opening = plan_open(ex, scene, (target,)) if closed_region(scene, target) and not partly else []
     if partly:  # a closed drawer: opened just enough for the object, which then goes into the open part
@@ -63,7 +66,7 @@ def plan_place(ex: E.Expert, scene: E.Scene, args: tuple[str, ...]) -> list[E.Sk
 
     def build(s: E.Scene) -> list[E.Skill]:
         ex._obj_z0 = float(s.body_pos(obj)[2])
-        return _place_plan(s, obj, target, spec, slot, exposed=partly)
+        return _place_plan(s, obj, target, spec, slot, exposed=partly, inside=inside)
 
     return [*opening, pick_place.Settle(ex, build)]
 
