@@ -310,7 +310,9 @@ def choose_grasp(
         # tilted and the bowl slipped out of the rim grasp (libero_goal, bowl into the top drawer)
         if hand_hits(boxes, grip, f, grip_z + HAND.bottom, grip_z + DESCENT_SPAN):
             clear -= BLOCKED_PENALTY
-        elif hand_hits(boxes, grip, f, grip_z + HAND.bottom, grip_z + DESCENT_SPAN, DESCENT_MARGIN):
+        elif height > 0.03 and hand_hits(
+            boxes, grip, f, grip_z + HAND.bottom, grip_z + DESCENT_SPAN, DESCENT_MARGIN
+        ):  # (a flat plate is gripped low, under what hangs near it)
             clear -= BLOCKED_PENALTY / 2.0
         turn = float(np.arccos(min(1.0, abs(f @ cur_axis))))
         reach = max(0.0, float(np.linalg.norm(grip[:2] - base_xy)) - REACH_SOFT)
