@@ -74,6 +74,9 @@ def test_goal_order_and_families() -> None:
     assert order_goals(two) == [two[1], two[0]]  # the supporting bowl goes into the tray first
     drawer = [("in", "butter_1", "cab_top_region"), ("close", "cab_top_region")]
     assert order_goals(drawer) == drawer  # close the drawer after putting something in it
+    oven = [("in", "mug_1", "microwave_1_heating_region"), ("close", "microwave_1")]
+    assert order_goals(oven) == oven  # close the microwave (an object) after filling its region
+    assert order_goals(oven[::-1]) == oven
     assert order_goals([("on", "pot_1", "stove_1_cook_region"), ("turnon", "stove_1")])[0][0] == "turnon"
     cats = {"akita_black_bowl_1": "akita_black_bowl", "akita_black_bowl_2": "akita_black_bowl"}
     assert task_family([("on", "akita_black_bowl_1", "akita_black_bowl_2")], cats) == "stack"

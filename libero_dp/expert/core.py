@@ -69,6 +69,7 @@ class GraspSpec:
 GRASP_SPECS: dict[str, GraspSpec] = {
     "akita_black_bowl": GraspSpec(mode="rim", depth=0.02, rim_offset=0.05),
     "white_bowl": GraspSpec(mode="rim", depth=0.02, rim_offset=0.05),
+    "plate": GraspSpec(mode="rim", depth=0.006, rim_offset=0.058),
     "alphabet_soup": GraspSpec(depth=0.035),
     "tomato_sauce": GraspSpec(depth=0.035),
     "ketchup": GraspSpec(depth=0.04, yaw="short_side"),
@@ -678,8 +679,9 @@ def order_goals(goal: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
     def rank(g: tuple[str, ...]) -> int:
         if g[0] in ENABLERS:
             return 0
-        if g[0] == "close":
-            return 3 if g[1] in in_targets else 0
+        if g[0] == "close":  # a region, or an object whose region (named "<object>_<region>") is filled
+            fills = any(t == g[1] or t.startswith(g[1] + "_") for t in in_targets)
+            return 3 if fills else 0
         if g[0] in ("on", "in") and len(g) == 3:
             return 1 if g[1] in supports else 2
         return 2

@@ -46,6 +46,8 @@ RotTarget = Callable[[Scene], np.ndarray]
 HAND_HALF_LENGTH = 0.105  # Panda hand collision mesh, half extent along the finger axis
 TABLE_CLEARANCE = 0.01
 PULL_PITCH_DEG = 30.0  # approach this far below horizontal when pinching a handle
+#: flatter pitches, tried in turn when the pitched hand would hit the cabinet above (the next drawer's handle)
+PULL_PITCH_FALLBACK_DEG = (15.0, 0.0)
 PUSH_TILT_DEG = 45.0  # closed fingers tilted this far from vertical toward the cabinet when pushing
 
 
@@ -189,9 +191,64 @@ def handle_geoms(scene: Scene, drawer_body: int, out_dir: np.ndarray) -> list[in
     return [g for g, v in fronts.items() if v > outer - 0.012]
 
 
-def plan_open_drawer(scene: Scene, region: str) -> list[E.Skill]:
+FIT_MARGIN = 0.02  # a drawer opened for an object: this much longer than the object along the pull
+#: largest horizontal distance from the robot base that a back-off from a pulled handle ends at
+REACH_RADIUS = 0.66
+
+
+def within_reach(scene: Scene, p: np.ndarray) -> np.ndarray:
+    """`p` moved horizontally toward the robot base to at most REACH_RADIUS from it.
+
+    A hand that ends a pull 72 cm out (libero_goal's cabinet, 5 cm further than libero_90's) straightens
+    the elbow to its limit while it turns back to pointing down, and the arm then stays stuck there.
+    """
+    base = scene.body_pos("robot0_base")
+    d = (p - base)[:2]
+    r = float(np.linalg.norm(d))
+    if r <= REACH_RADIUS:
+        return p
+    out = np.array(p, dtype=np.float64)
+    out[:2] = base[:2] + d * (REACH_RADIUS / r)
+    return out
+
+
+def pinch_axes(pitch: float, pull: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(approach, finger axis) of the pinch pitched `pitch` rad below horizontal, fingers across the bar."""
+    up = np.array([0.0, 0.0, 1.0])
+    approach = -np.cos(pitch) * pull - np.sin(pitch) * up
+    finger = np.sin(pitch) * -pull + np.cos(pitch) * up  # in the vertical plane, across the bar
+    return approach, finger
+
+
+#: the hand's upper edge in the pinch: (distance behind the grip site, half-width along the finger axis);
+#: measured where the hand met the next handle up (7 cm along the fingers, 3.2 cm behind the grip site)
+HAND_EDGE = ((0.03, 0.07), (0.045, 0.09), (0.06, 0.105), (0.09, 0.105), (0.12, 0.105))
+
+
+def pinch_pitch(scene: Scene, grasp: np.ndarray, pull: np.ndarray, others: list[int]) -> float:
+    """The steepest of PULL_PITCH_DEG and its fallbacks whose hand clears `others` (the rest of the cabinet).
+
+    Pitched 30 degrees, the hand's upper end leans toward the cabinet: in front of a middle drawer it
+    reaches the top drawer's handle 7 cm above (which sticks out as far) and stalls 1 cm short of the bar.
+    """
+    boxes = [scene.geoms_aabb([g]) for g in others]
+    pitches = (PULL_PITCH_DEG, *PULL_PITCH_FALLBACK_DEG)
+    for deg in pitches:
+        approach, finger = pinch_axes(np.deg2rad(deg), pull)
+        pts = [grasp - d * approach + w * finger for d, w in HAND_EDGE]
+        if not any(np.all(p > lo - 0.005) and np.all(p < hi + 0.005) for p in pts for lo, hi in boxes):
+            return float(np.deg2rad(deg))
+    return float(np.deg2rad(pitches[-1]))
+
+
+def plan_open_drawer(scene: Scene, region: str, fit: str | None = None) -> list[E.Skill]:
     """Turn the hand to face the cabinet (fingers vertical), pinch the handle bar, pull, release, back off;
-    a handle too near the table for that (a bottom drawer) is hooked instead (`plan_hook_drawer`)."""
+    a handle too near the table for that (a bottom drawer) is hooked instead (`plan_hook_drawer`).
+
+    `fit`: an object that goes in next: pull only until the drawer has room for it (FIT_MARGIN more than
+    its length along the pull). Fully open, libero_goal's top drawer hangs over the bowl beside it, and no
+    grasp of the bowl's rim clears the drawer's front.
+    """
     joint, site_obj = _slide_joint(scene, region, "open")
     m = scene.model
     jid = m.joint_name2id(joint)
@@ -200,7 +257,6 @@ def plan_open_drawer(scene: Scene, region: str) -> list[E.Skill]:
     q0 = scene.joint_q(joint)
     axis = np.array(scene.data.xaxis[jid])
     pull = E._horizontal(np.sign(q_open - q0) * axis)
-    up = np.array([0.0, 0.0, 1.0])
     bar = handle_geoms(scene, int(m.jnt_bodyid[jid]), pull)
 
     def bar_centre(s: Scene) -> np.ndarray:
@@ -211,10 +267,12 @@ def plan_open_drawer(scene: Scene, region: str) -> list[E.Skill]:
     table_top = _table_top(scene)
     if c0[2] - HAND_HALF_LENGTH < table_top + TABLE_CLEARANCE:
         return plan_hook_drawer(scene, region, joint, pull, bar, table_top)
-    # point at the cabinet, pitched down (the wrist rides higher, clear of fixtures in front of the cabinet)
-    pitch = np.deg2rad(PULL_PITCH_DEG)
-    approach = -np.cos(pitch) * pull - np.sin(pitch) * up
-    finger = np.sin(pitch) * -pull + np.cos(pitch) * up  # in the vertical plane, across the bar
+    # point at the cabinet, pitched down (the wrist rides higher, clear of fixtures in front of the cabinet),
+    # less so where the hand's upper end would hit the drawer above (its handle sticks out as far)
+    own = set(scene.subtree_geoms(int(m.jnt_bodyid[jid])))
+    others = [g for g in scene.subtree_geoms(scene.body_id(site_obj.parent_name)) if g not in own]
+    pitch = pinch_pitch(scene, c0 + 0.002 * pull, pull, others)
+    approach, finger = pinch_axes(pitch, pull)
 
     def rot(s: Scene) -> np.ndarray:
         return wrist_rot(s, approach, finger)
@@ -225,13 +283,18 @@ def plan_open_drawer(scene: Scene, region: str) -> list[E.Skill]:
     def grasp(s: Scene) -> np.ndarray:
         return bar_centre(s) + 0.002 * pull
 
+    wanted = np.inf
+    if fit is not None:
+        lo, hi = scene.aabb(fit)
+        wanted = float(np.abs(hi - lo) @ np.abs(pull)) + FIT_MARGIN
+
     def is_open(s: Scene) -> bool:
-        return bool(s.inner.object_states_dict[region].is_open())
+        return abs(s.joint_q(joint) - q0) >= wanted or bool(s.inner.object_states_dict[region].is_open())
 
     def backed_off(s: Scene) -> np.ndarray:
         # far enough that the next plan's turn back to pointing down does not sweep the hand into the
-        # handle (a 6 cm back-off let it push the opened drawer 4 cm closed again)
-        return s.eef_pos + 0.12 * pull + np.array([0.0, 0.0, 0.06])
+        # handle (a 6 cm back-off let it push the opened drawer 4 cm closed again); within reach of the base
+        return within_reach(s, s.eef_pos + 0.12 * pull + np.array([0.0, 0.0, 0.06]))
 
     return [
         move_to_pose("approach", pre_grasp, approach, finger, gripper=-1.0, tol=0.01, rot_tol=0.1),
@@ -414,3 +477,37 @@ def plan_hook_drawer(
         PullJoint(bar_centre, pull, rot, is_open, lambda s: s.joint_q(joint), press=h.press, cap=h.cap),
         E.MovePose("retreat", backed_off, rot, 1.0, tol=0.01, max_steps=40),
     ]
+
+
+def exposed_span(scene: Scene, region: str) -> tuple[np.ndarray, float, float] | None:
+    """(pull direction, start, end) along the pull of the drawer's open part: from the front of the cabinet
+    above it (its roof) to its front panel's inner face. None for regions without a slide joint."""
+    try:
+        joint, site_obj = _slide_joint(scene, region, "in")
+    except NotImplementedError:
+        return None
+    m = scene.model
+    jid = m.joint_name2id(joint)
+    parent = scene.inner.get_object(site_obj.parent_name)
+    q_open = float(np.mean(parent.object_properties["articulation"]["default_open_ranges"]))
+    q_close = float(np.mean(parent.object_properties["articulation"]["default_close_ranges"]))
+    pull = E._horizontal(np.sign(q_open - q_close) * np.array(scene.data.xaxis[jid]))
+    own = scene.subtree_geoms(int(m.jnt_bodyid[jid]))
+    floor = min(float(scene.geoms_aabb([g])[0][2]) for g in own)
+    own_set = set(own)
+
+    def span(g: int) -> tuple[float, float]:
+        lo, hi = scene.geoms_aabb([g])
+        corners = [np.array([x, y]) for x in (lo[0], hi[0]) for y in (lo[1], hi[1])]
+        v = [float(c @ pull[:2]) for c in corners]
+        return min(v), max(v)
+
+    roof = [
+        span(g)[1]
+        for g in scene.subtree_geoms(scene.body_id(site_obj.parent_name))
+        if g not in own_set and float(scene.geoms_aabb([g])[0][2]) > floor + 0.01
+    ]
+    panels = [span(g) for g in own if span(g)[1] - span(g)[0] < 0.012]
+    if not roof or not panels:
+        return None
+    return pull, max(roof), max(p[0] for p in panels)

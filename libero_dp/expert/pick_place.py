@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from libero_dp.expert import core as E
+from libero_dp.expert import drawers, overhang, tipping
 
 # ----------------------------------------------------------------------------------------------------------
 # Pick-and-place planning
@@ -155,9 +156,15 @@ def hand_boxes(scene: E.Scene, obj: str) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def hand_hits(
-    boxes: list[tuple[np.ndarray, np.ndarray]], xy: np.ndarray, f: np.ndarray, z_lo: float, z_hi: float
+    boxes: list[tuple[np.ndarray, np.ndarray]],
+    xy: np.ndarray,
+    f: np.ndarray,
+    z_lo: float,
+    z_hi: float,
+    margin: float = 0.0,
 ) -> bool:
-    """Whether the housing footprint (centred at `xy`, long along `f`) meets a box between z_lo and z_hi.
+    """Whether the housing footprint (centred at `xy`, long along `f`, `margin` wider) meets a box between
+    z_lo and z_hi.
 
     The wrist above it is not checked: a 5 cm column around the axis rejected grasps that worked (task 8)."""
     reach = HAND.half_len - HAND.half_width
@@ -165,7 +172,7 @@ def hand_hits(
     for lo, hi in boxes:
         if hi[2] <= z_lo or lo[2] >= z_hi:
             continue
-        if min(E._dist_to_box2d(p, lo, hi) for p in pts) < HAND.half_width:
+        if min(E._dist_to_box2d(p, lo, hi) for p in pts) < HAND.half_width + margin:
             return True
     return False
 
@@ -213,10 +220,21 @@ HAND_HALF = 0.10  # m: half-length of the Panda hand along the finger axis
 ARM_HEIGHT = 0.12  # obstacles this far above the grip point can touch the forearm
 ARM_CLEAR = 0.10  # wanted horizontal distance from the grip point to such obstacles
 DESCENT_SPAN = 0.25  # grip point to the top of the hand's sweep while descending from hover
+DESCENT_MARGIN = 0.01  # m: the housing footprint is this much wider when checking the descent
 BLOCKED_PENALTY = 0.05  # clearance (m) taken from grasps whose descent meets something
 RIM_SKEWS = (0.0, -15.0, 15.0, -30.0, 30.0)  # deg between a rim grasp's finger axis and the radius
 SKEW_WEIGHT = 1.0  # penalty per rad of skew, in the units of the wrist turn
 REACH_WEIGHT = 40.0  # penalty per metre beyond REACH_SOFT, in the units of the wrist turn (rad)
+
+
+def rim_grip_z(
+    boxes: list[tuple[np.ndarray, np.ndarray]], grip: np.ndarray, depth: float, floor: float, default: float
+) -> float:
+    """Grip height on a rim: `depth` below the wall's top where the fingers close (`grip` xy), not below
+    the whole object's top. A bowl resting tilted on a ramekin has its low side's rim 2 cm under its
+    high side's: gripped at the high side's height, the fingers closed over the low rim."""
+    tops = [float(hi[2]) for lo, hi in boxes if E._dist_to_box2d(grip, lo, hi) < 0.01]
+    return max(max(tops) - depth, floor) if tops else default
 
 
 def choose_grasp(
@@ -250,6 +268,7 @@ def choose_grasp(
         if b[1][2] > grip_z + HAND.bottom and E._dist_to_box2d(centre, b[0], b[1]) < near
     ]
     rim = spec.mode == "rim"
+    geom_boxes = [scene.geoms_aabb([g]) for g in scene.subtree_geoms(scene.body_id(obj))] if rim else []
     # a rim may also be gripped with the fingers skewed from the radius (still across the wall): lets the
     # hand miss an open drawer's handle right over the bowl (task 8)
     skews = np.deg2rad(RIM_SKEWS) if rim else np.zeros(1)
@@ -262,6 +281,7 @@ def choose_grasp(
         grip = np.array([centre[0], centre[1], grip_z])
         if rim:
             grip = grip + spec.rim_offset * _yaw_axis(yaw)
+            grip[2] = rim_grip_z(geom_boxes, grip, spec.depth, float(lo[2]) + 0.012, grip_z)
         tips = [grip + 0.045 * f, grip - 0.045 * f]
         clear = min(
             [E._dist_to_box2d(t, olo, ohi) for t in tips for olo, ohi in obstacles if ohi[2] > grip_z - 0.02],
@@ -285,9 +305,15 @@ def choose_grasp(
             default=1.0,
         )
         clear = min(clear, hand + 0.01)
-        # the descent: per-geom boxes (an open drawer's handle over a bowl is part of the excluded target)
+        # the descent: per-geom boxes (an open drawer's handle over a bowl is part of the excluded target),
+        # with a margin: a hand passing 2.3 cm from an open drawer's front panel caught on it, came down
+        # tilted and the bowl slipped out of the rim grasp (libero_goal, bowl into the top drawer)
         if hand_hits(boxes, grip, f, grip_z + HAND.bottom, grip_z + DESCENT_SPAN):
             clear -= BLOCKED_PENALTY
+        elif height > 0.03 and hand_hits(
+            boxes, grip, f, grip_z + HAND.bottom, grip_z + DESCENT_SPAN, DESCENT_MARGIN
+        ):  # (a flat plate is gripped low, under what hangs near it)
+            clear -= BLOCKED_PENALTY / 2.0
         turn = float(np.arccos(min(1.0, abs(f @ cur_axis))))
         reach = max(0.0, float(np.linalg.norm(grip[:2] - base_xy)) - REACH_SOFT)
         cands.append((min(clear, 0.03), -(turn + REACH_WEIGHT * reach + SKEW_WEIGHT * abs(skew)), grip, f))
@@ -303,14 +329,61 @@ class PlaceParams:
     cruise_margin: float = 0.03  # carried object's bottom above what it passes over
     sweep_margin: float = 0.02  # extra horizontal clearance of the carried object's footprint
     approach_tol: float = 0.01
+    transit_radius: float = 0.04  # approach line this close (horizontally) to an obstacle ...
+    transit_clear: float = 0.04  # ... must pass this far above its top (open fingertips 1.4 cm below)
+    leave_margin: float = 0.06  # grip site above the target's top after the retreat (fingertips 1.4 cm below)
 
 
 PLACE = PlaceParams()
 
 
-def plan_pick_place(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) -> list[E.Skill]:
+def transit(scene: E.Scene, obj: str, hover: np.ndarray, axis: E.Target) -> list[E.Skill]:
+    """A move to above the hover point at a height that clears what the straight approach would clip.
+
+    The straight line from the hand (after the last release) down to the hover point dips as it goes:
+    leaving a basket for an object beside it, the fingertips caught the basket's wall and dragged it over
+    that object. Empty (no extra phase) when the straight line keeps PLACE.transit_clear over everything.
+    """
+    start = scene.eef_pos
+    boxes = [scene.aabb(n) for n in scene.obstacle_names({obj})]
+    need = -np.inf
+    for k in np.linspace(0.0, 1.0, 21)[1:-1]:
+        p = start + k * (hover - start)
+        for lo, hi in boxes:
+            if E._dist_to_box2d(p, lo, hi) < PLACE.transit_radius and p[2] < hi[2] + PLACE.transit_clear:
+                need = max(need, float(hi[2]) + PLACE.transit_clear + 0.01)
+    if need == -np.inf:
+        return []
+    z = max(need, float(hover[2]))
+    return [E.MoveTo("approach", lambda s: np.array([hover[0], hover[1], z]), axis, -1.0, tol=0.015)]
+
+
+def into_open_part(scene: E.Scene, obj: str, region: str, xy: np.ndarray) -> np.ndarray:
+    """`xy` moved along the drawer's pull so that the object lies in its open part, clear of the cabinet's
+    front above it (a partly opened drawer's region centre is still under the cabinet's top)."""
+    span = drawers.exposed_span(scene, region)
+    if span is None:
+        return xy
+    pull, front, panel = span
+    lo, hi = scene.aabb(obj)
+    r = 0.5 * float(np.abs(hi - lo)[:2] @ np.abs(pull[:2]))
+    off = float(((lo + hi) / 2.0 - scene.body_pos(obj))[:2] @ pull[:2])  # footprint centre - origin
+    s_lo, s_hi = front + r + 0.008, panel - r - 0.004
+    s = float(xy @ pull[:2]) + off
+    s_new = float(np.clip(s, s_lo, s_hi)) if s_lo <= s_hi else 0.5 * (s_lo + s_hi)
+    return xy + (s_new - s) * pull[:2]
+
+
+def plan_pick_place(
+    scene: E.Scene,
+    obj: str,
+    target: str,
+    spec: E.GraspSpec,
+    exposed: bool = False,
+    inside: bool = True,
+) -> list[E.Skill]:
     """Hover, descend, close, lift to a cruise height that clears everything along the way, carry, lower,
-    open, retreat.
+    open, retreat (`exposed`: into the open part of a partly opened drawer, see `into_open_part`).
 
     Differences from the core version: the cruise height clears every obstacle swept by the carried object
     (not only the target: a bowl on a microwave was dragged into it); table regions (site without a parent
@@ -339,19 +412,24 @@ def plan_pick_place(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) ->
         place_xy = s_pos[:2]
         if parent:
             support_top = float(s_pos[2] - half[2])
+            if exposed:
+                place_xy = into_open_part(scene, obj, target, place_xy)
         else:  # a table region: the object's origin must end within (half_z, half_z + 0.10) above the site
             support_top = surface_below(scene, place_xy, float(s_pos[2] + half[2] + 0.10), {obj})
     else:
         tlo, thi = scene.aabb(target)
         place_xy = ((tlo + thi) / 2.0)[:2]
         support_top = float(thi[2])
-    # a tall object whose origin would stand above the region (ketchup in a drawer): lay it down
+    # a tall object whose origin would stand above the region (ketchup in a drawer): lay it down. Only
+    # for (In ..): LIBERO's (On obj site) wants the origin from 5 mm under the site's top to 10 cm over it,
+    # which an upright object meets (a wine bottle laid down on the cabinet top stretched the arm to its
+    # elbow limit while tipping, went up instead and threw the bottle off)
     tip_dir: np.ndarray | None = None
-    if is_site and parent:
+    if is_site and parent and inside:
         standing = support_top + spec.release_height + float(scene.body_pos(obj)[2] - olo[2])
-        if standing > float(s_pos[2] + half[2]) - TIP.margin:
-            tip_dir = _tip_direction(scene, finger, place_xy)
-            place_xy = place_xy - TIP.shift * float(ohi[2] - olo[2]) * tip_dir[:2]
+        if standing > float(s_pos[2] + half[2]) - tipping.TIP.margin:
+            tip_dir = tipping.tip_direction(scene, finger, place_xy)
+            place_xy = place_xy - tipping.TIP.shift * float(ohi[2] - olo[2]) * tip_dir[:2]
     obj_xy = (olo[:2] + ohi[:2]) / 2.0
     top = max(corridor_top(scene, obj, obj_xy, place_xy, radius), support_top, float(olo[2]))
     cruise_bottom = top + PLACE.cruise_margin
@@ -382,8 +460,14 @@ def plan_pick_place(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) ->
         hand_xy = place_xy - offset(s)[:2]
         return np.array([hand_xy[0], hand_xy[1], support_top + spec.release_height + bottom_below_hand(s)])
 
+    # the open fingertips leave clear over the container's rim: 10 cm up from inside a basket left them at
+    # its rim, and the next approach dragged the basket over the next object
+    holder = parent or (None if is_site else target)
+    leave_z = float(scene.aabb(holder)[1][2]) + PLACE.leave_margin if holder else -np.inf
+
     def retreat_target(s: E.Scene) -> np.ndarray:
-        return s.eef_pos + np.array([0.0, 0.0, 0.10])
+        p = s.eef_pos
+        return np.array([p[0], p[1], max(p[2] + 0.10, leave_z)])
 
     def back_out(s: E.Scene) -> np.ndarray:
         # a tilted hand backs out along its own axis (turning back to pointing down dragged the ketchup)
@@ -405,8 +489,16 @@ def plan_pick_place(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) ->
     reach: list[E.Skill]
     leave: list[E.Skill]
     if axes is None:
-        reach = [E.MoveTo("approach", lambda s: hover, axis_fn, gripper=-1.0, tol=PLACE.approach_tol)]
-        leave = [E.MoveTo("lift", lift_target, axis_fn, gripper=1.0, tol=0.015)]
+        reach = [
+            *transit(scene, obj, hover, axis_fn),
+            E.MoveTo("approach", lambda s: hover, axis_fn, gripper=-1.0, tol=PLACE.approach_tol),
+        ]
+        # a rim-gripped bowl under an open drawer: slid out from under it first (see overhang)
+        shift = overhang.escape_shift(scene, obj, boxes, float(ohi[2]) + 0.25) if spec.mode == "rim" else None
+        leave = [
+            *([] if shift is None else overhang.escape_skills(shift, axis_fn)),
+            E.MoveTo("lift", lift_target, axis_fn, gripper=1.0, tol=0.015),
+        ]
     else:
         # come down turned, clear of what hangs over the object, and turn to the grasp yaw just above it;
         # leave the same way (lifted straight up, the hand's end caught under the open drawer)
@@ -425,6 +517,7 @@ def plan_pick_place(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) ->
             return s.eef_pos
 
         reach = [
+            *transit(scene, obj, hover, turned),
             E.MoveTo("approach", lambda s: hover, turned, gripper=-1.0, tol=PLACE.approach_tol),
             E.MoveTo("descend", lambda s: low, turned, gripper=-1.0, tol=0.006, stop_on_stall=True),
             E.MoveTo("turn", lambda s: low, partly, gripper=-1.0, tol=0.008),
@@ -444,75 +537,12 @@ def plan_pick_place(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) ->
         *leave,
         E.MoveTo("carry", carry_target, axis_fn, gripper=1.0, tol=0.008),
         E.MoveTo("lower", place_target, axis_fn, gripper=1.0, tol=0.005, stop_on_stall=True),
-        *([] if tip_dir is None else tip_skills(obj, finger, tip_dir)),
+        *([] if tip_dir is None else tipping.tip_skills(obj, finger, tip_dir)),
         E.Gripper("release", close=False, min_steps=8),
         E.MoveTo("retreat", retreat_target, axis_fn, gripper=-1.0, tol=0.01, max_steps=40)
         if tip_dir is None
         else E.MovePose("retreat", back_out, lambda s: s.eef_mat, gripper=-1.0, tol=0.01, max_steps=40),
     ]
-
-
-@dataclass(frozen=True)
-class TipParams:
-    """Laying a standing object down: tilt it about its bottom edge while held, then let go."""
-
-    margin: float = 0.005  # origin this far under the region's top still counts as fitting upright
-    angles: tuple[float, ...] = (30.0, 60.0)  # deg, waypoints of the tilt; released at the last
-    shift: float = (
-        0.3  # stand it this fraction of its height off the region's centre, away from where it falls
-    )
-
-
-TIP = TipParams()
-
-
-def _tip_direction(scene: E.Scene, finger: np.ndarray, place_xy: np.ndarray) -> np.ndarray:
-    """Horizontal direction the object's top falls toward: across the fingers (it turns about the finger
-    axis), toward the robot (tipped away from it, the hand leaned over the bottle and it never fell)."""
-    t = np.cross(finger, np.array([0.0, 0.0, 1.0]))
-    t = E._horizontal(t)
-    base = scene.body_pos("robot0_base")
-    return t if float(t[:2] @ (base[:2] - place_xy)) >= 0.0 else -t
-
-
-def _axis_rot(axis: np.ndarray, angle: float) -> np.ndarray:
-    a = axis / np.linalg.norm(axis)
-    k = np.array([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]])
-    return np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * (k @ k)
-
-
-def tip_skills(obj: str, finger: np.ndarray, t: np.ndarray) -> list[E.Skill]:
-    """Tilt the held object about its bottom edge on the `t` side (hand and grip point turn together about
-    that edge), so that released it falls over onto its side."""
-    axis = np.cross(np.array([0.0, 0.0, 1.0]), t)  # turns "up" toward t
-    pose: dict[str, np.ndarray] = {}
-
-    def pivot_frame(s: E.Scene) -> None:
-        if "pivot" not in pose:
-            lo, hi = s.aabb(obj)
-            c = (lo + hi) / 2.0
-            reach = 0.5 * float(abs((hi - lo)[:2] @ t[:2]))
-            pose["pivot"] = np.array([c[0], c[1], lo[2]]) + reach * t
-            pose["grip"], pose["rot"] = s.eef_pos, s.eef_mat
-
-    def waypoint(angle: float) -> tuple[E.Target, Callable[[E.Scene], np.ndarray]]:
-        q = _axis_rot(axis, np.deg2rad(angle))
-
-        def pos(s: E.Scene) -> np.ndarray:
-            pivot_frame(s)
-            return pose["pivot"] + q @ (pose["grip"] - pose["pivot"])
-
-        def rot(s: E.Scene) -> np.ndarray:
-            pivot_frame(s)
-            return q @ pose["rot"]
-
-        return pos, rot
-
-    out: list[E.Skill] = []
-    for a in TIP.angles:
-        pos, rot = waypoint(a)
-        out.append(E.MovePose("tip", pos, rot, gripper=1.0, tol=0.01, rot_tol=0.1, max_steps=40))
-    return out
 
 
 def fast(skills: list[E.Skill]) -> list[E.Skill]:
