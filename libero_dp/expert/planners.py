@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from libero_dp.expert import books, drawers, hinges, objects, pick_place
+from libero_dp.expert import books, cavity, drawers, hinges, objects, pick_place
 from libero_dp.expert import core as E
 from libero_dp.expert.core import order_goals
 
@@ -28,6 +28,8 @@ def _place_plan(
         plan = books.plan_book(scene, obj, target, spec)
         if plan is not None:
             return plan
+    if cavity.applies(scene, obj, target, spec):
+        return cavity.plan(scene, obj, target, spec)
     inner = scene.inner
     is_site = target in inner.object_sites_dict and target not in inner.obj_body_id
     table_region = is_site and not inner.object_sites_dict[target].parent_name
