@@ -345,6 +345,10 @@ def transit(scene: E.Scene, obj: str, hover: np.ndarray, axis: E.Target) -> list
     return [E.MoveTo("approach", lambda s: np.array([hover[0], hover[1], z]), axis, -1.0, tol=0.015)]
 
 
+#: an object in a drawer's open part: 8 mm from what overhangs it, 4 mm from the front panel
+OPEN_PART_MARGIN = 0.012
+
+
 def into_open_part(scene: E.Scene, obj: str, region: str, xy: np.ndarray) -> np.ndarray:
     """`xy` moved along the drawer's pull so that the object lies in its open part, clear of the cabinet's
     front above it (a partly opened drawer's region centre is still under the cabinet's top)."""
@@ -355,7 +359,7 @@ def into_open_part(scene: E.Scene, obj: str, region: str, xy: np.ndarray) -> np.
     lo, hi = scene.aabb(obj)
     r = 0.5 * float(np.abs(hi - lo)[:2] @ np.abs(pull[:2]))
     off = float(((lo + hi) / 2.0 - scene.body_pos(obj))[:2] @ pull[:2])  # footprint centre - origin
-    s_lo, s_hi = front + r + 0.008, panel - r - 0.004
+    s_lo, s_hi = front + r + OPEN_PART_MARGIN - 0.004, panel - r - 0.004
     s = float(xy @ pull[:2]) + off
     s_new = float(np.clip(s, s_lo, s_hi)) if s_lo <= s_hi else 0.5 * (s_lo + s_hi)
     return xy + (s_new - s) * pull[:2]
