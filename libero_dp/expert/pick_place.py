@@ -237,6 +237,20 @@ def rim_grip_z(
     return max(max(tops) - depth, floor) if tops else default
 
 
+def _box_without_low_drawers(scene: E.Scene, name: str, z: float) -> tuple[np.ndarray, np.ndarray]:
+    """AABB of an object less the geoms of its slide-jointed parts (drawers) whose top is below `z`."""
+    m = scene.model
+    low = {
+        int(m.jnt_bodyid[j])
+        for j in range(m.njnt)
+        if int(m.jnt_type[j]) == 2  # mjJNT_SLIDE
+        and scene.geoms_aabb(scene.subtree_geoms(int(m.jnt_bodyid[j])))[1][2] <= z
+    }
+    geoms = scene.subtree_geoms(scene.body_id(name))
+    keep = [g for g in geoms if int(m.geom_bodyid[g]) not in low]
+    return scene.geoms_aabb(keep if keep else geoms)
+
+
 def choose_grasp(
     scene: E.Scene, obj: str, spec: E.GraspSpec, exclude: set[str]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -254,7 +268,13 @@ def choose_grasp(
     height = float(hi[2] - lo[2])
     grip_z = max(float(hi[2]) - min(spec.depth, 0.6 * height), float(lo[2]) + 0.012)
     obstacles = [scene.aabb(n) for n in scene.obstacle_names(exclude | {obj})]
-    tall = [b for n in scene.obstacle_names({obj}) if (b := scene.aabb(n))[1][2] > grip_z + ARM_HEIGHT]
+    # less an open drawer's low box: not what the forearm hits (with it, the cabinet's box reached 2 cm
+    # nearer a bowl in front of its bottom drawer pulled wide open; the rim grasp then chosen let it tilt)
+    tall = [
+        b
+        for n in scene.obstacle_names({obj})
+        if (b := _box_without_low_drawers(scene, n, grip_z + ARM_HEIGHT))[1][2] > grip_z + ARM_HEIGHT
+    ]
     cur_axis = scene.eef_mat[:, 0]
     mat = scene.body_mat(obj)
     pts = np.array([c for g in scene.subtree_geoms(scene.body_id(obj)) for c in scene.geoms_aabb([g])])
@@ -358,6 +378,10 @@ def transit(scene: E.Scene, obj: str, hover: np.ndarray, axis: E.Target) -> list
     return [E.MoveTo("approach", lambda s: np.array([hover[0], hover[1], z]), axis, -1.0, tol=0.015)]
 
 
+#: an object in a drawer's open part: 8 mm from what overhangs it, 4 mm from the front panel
+OPEN_PART_MARGIN = 0.012
+
+
 def into_open_part(scene: E.Scene, obj: str, region: str, xy: np.ndarray) -> np.ndarray:
     """`xy` moved along the drawer's pull so that the object lies in its open part, clear of the cabinet's
     front above it (a partly opened drawer's region centre is still under the cabinet's top)."""
@@ -368,7 +392,7 @@ def into_open_part(scene: E.Scene, obj: str, region: str, xy: np.ndarray) -> np.
     lo, hi = scene.aabb(obj)
     r = 0.5 * float(np.abs(hi - lo)[:2] @ np.abs(pull[:2]))
     off = float(((lo + hi) / 2.0 - scene.body_pos(obj))[:2] @ pull[:2])  # footprint centre - origin
-    s_lo, s_hi = front + r + 0.008, panel - r - 0.004
+    s_lo, s_hi = front + r + OPEN_PART_MARGIN - 0.004, panel - r - 0.004
     s = float(xy @ pull[:2]) + off
     s_new = float(np.clip(s, s_lo, s_hi)) if s_lo <= s_hi else 0.5 * (s_lo + s_hi)
     return xy + (s_new - s) * pull[:2]

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from libero_dp.expert import books, drawers, hinges, objects, pick_place
+from libero_dp.expert import books, cavity, drawer_room, drawers, hinges, objects, pick_place
 from libero_dp.expert import core as E
 from libero_dp.expert.core import order_goals
 
@@ -29,6 +29,8 @@ def _place_plan(
         plan = books.plan_book(scene, obj, target, spec)
         if plan is not None:
             return plan
+    if cavity.applies(scene, obj, target, spec):
+        return cavity.plan(scene, obj, target, spec)
     inner = scene.inner
     is_site = target in inner.object_sites_dict and target not in inner.obj_body_id
     table_region = is_site and not inner.object_sites_dict[target].parent_name
@@ -58,6 +60,8 @@ def plan_place(ex: E.Expert, scene: E.Scene, args: tuple[str, ...]) -> list[E.Sk
     opening = plan_open(ex, scene, (target,)) if closed_region(scene, target) and not partly else []
     if partly:  # a closed drawer: opened just enough for the object, which then goes into the open part
         opening = drawers.plan_open_drawer(scene, target, fit=obj)
+    elif not closed_region(scene, target) and drawer_room.room_short(scene, target, obj) > 0.0:
+        opening, partly = drawer_room.plan_widen(scene, target, obj), True  # an open drawer, too short
     ex._obj = obj
     spec = E.GRASP_SPECS.get(ex.categories.get(obj, ""), E.DEFAULT_GRASP)
 
