@@ -206,39 +206,20 @@ def summarise(
             "failure_causes": dict(Counter(r["failure_cause"] for r in rs if not r["success"])),
             "errors": sorted({r["error"] for r in rs if r.get("error")})[:3],
         }
-    per_family = {f: group_summary(vs, causes=True) for f, vs in _group(tasks, "family").items()}
-    per_suite = {su: group_summary(vs) for su, vs in _group(tasks, "suite").items()}
-    n = sum(v["n"] for v in tasks.values())
-    k = sum(v["successes"] for v in tasks.values())
     return {
         "protocol": "official init states, reset seed = init index, state-only stepping, success = done or "
         "check_success() at any step; final = check_success() after release and retreat",
-        "tasks_total": len(tasks),
-        "tasks_at_90pct": sum(v["success_rate"] >= 0.9 for v in tasks.values()),
-        "overall": {"episodes": n, "success_rate": k / n if n else None, "wilson_95": list(wilson(k, n))},
-        "below_90pct": {
-            t: {"success_rate": v["success_rate"], "failure_causes": v["failure_causes"]}
-            for t, v in tasks.items()
-            if v["success_rate"] < 0.9
-        },
-        "per_suite": per_suite,
-        "per_family": per_family,
-        "tasks": dict(sorted(tasks.items())),
+        **task_summary(tasks),
         "wall_s": wall_s,
         "workers": workers,
     }
 
 
-def merge(paths: list[Path]) -> dict:
-    """One table from several (e.g. one a suite, run where a session may be cut short): tasks side by side,
-    the suite, family and overall summaries recomputed; wall times and episode counts summed."""
-    tables = [json.loads(Path(p).read_text()) for p in paths]
-    tasks = {name: {"suite": "unknown", **t} for tab in tables for name, t in tab["tasks"].items()}
+def task_summary(tasks: dict[str, dict]) -> dict:
+    """Counts, overall rate, tasks below 90%, per-suite and per-family summaries of a table's tasks."""
     n = sum(v["n"] for v in tasks.values())
     k = sum(v["successes"] for v in tasks.values())
     return {
-        "protocol": tables[0]["protocol"],
-        "merged_from": [str(p) for p in paths],
         "tasks_total": len(tasks),
         "tasks_at_90pct": sum(v["success_rate"] >= 0.9 for v in tasks.values()),
         "overall": {"episodes": n, "success_rate": k / n if n else None, "wilson_95": list(wilson(k, n))},
@@ -250,6 +231,18 @@ def merge(paths: list[Path]) -> dict:
         "per_suite": {su: group_summary(vs) for su, vs in _group(tasks, "suite").items()},
         "per_family": {f: group_summary(vs, causes=True) for f, vs in _group(tasks, "family").items()},
         "tasks": dict(sorted(tasks.items())),
+    }
+
+
+def merge(paths: list[Path]) -> dict:
+    """One table from several (e.g. one a suite, run where a session may be cut short): tasks side by side,
+    the suite, family and overall summaries recomputed; wall times summed."""
+    tables = [json.loads(Path(p).read_text()) for p in paths]
+    tasks = {name: {"suite": "unknown", **t} for tab in tables for name, t in tab["tasks"].items()}
+    return {
+        "protocol": tables[0]["protocol"],
+        "merged_from": [str(p) for p in paths],
+        **task_summary(tasks),
         "wall_s": sum(float(t.get("wall_s") or 0.0) for t in tables),
         "workers": max(int(t.get("workers") or 0) for t in tables),
     }
