@@ -17,9 +17,10 @@ skill modules.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -28,6 +29,8 @@ from libero_dp.bddl import family_of, parse_categories, parse_goal, task_family 
 
 if TYPE_CHECKING:
     from libero_dp.sim import TaskSpec
+
+T = TypeVar("T")
 
 #: OSC_POSE scales: action 1.0 = 5 cm of position / 0.5 rad of rotation.
 POS_SCALE = 0.05
@@ -81,6 +84,40 @@ GRASP_SPECS: dict[str, GraspSpec] = {
 }
 #: Used for categories not listed above (untested: a centre grasp from the object's bounding box).
 DEFAULT_GRASP = GraspSpec()
+
+#: LIBERO-PRO's `_object` suites swap objects for recoloured or rescaled copies under new bddl categories:
+#: variant -> (the category whose grasp data applies, size factor of the variant's mesh against it). Read from
+#: the asset files: same mesh and scale except `bigger_*` (x1.5); `black_bowl` has its own mesh of the
+#: akita bowl's size. Without this they fell to DEFAULT_GRASP (libero_spatial_object: 10% expert success).
+CATEGORY_ALIASES: dict[str, tuple[str, float]] = {
+    "black_bowl": ("akita_black_bowl", 1.0),
+    "bigger_akita_black_bowl": ("akita_black_bowl", 1.5),
+    "red_akita_black_bowl": ("akita_black_bowl", 1.0),
+    "yellow_plate": ("plate", 1.0),
+    "red_cream_cheese": ("cream_cheese", 1.0),
+    "green_butter": ("butter", 1.0),
+    "green_chocolate_pudding": ("chocolate_pudding", 1.0),
+    "yellow_tomato_sauce": ("tomato_sauce", 1.0),
+    "bigger_alphabet_soup": ("alphabet_soup", 1.5),
+    "blue_ketchup": ("ketchup", 1.0),
+    "yellow_milk": ("milk", 1.0),
+    "yellow_moka_pot": ("moka_pot", 1.0),
+    "white_bottle": ("wine_bottle", 1.0),
+    "yellow_stove": ("flat_stove", 1.0),
+}
+_SIZE_FIELDS = ("depth", "rim_offset")  # lengths of a spec that grow with the object
+
+
+def spec_for(specs: Mapping[str, T], category: str, default: T) -> T:
+    """The spec of `category`, or of the category it is a variant of (lengths scaled), else `default`."""
+    if category in specs:
+        return specs[category]
+    base, size = CATEGORY_ALIASES.get(category, (category, 1.0))
+    spec = specs.get(base, default)
+    if spec is default or size == 1.0 or not dataclasses.is_dataclass(spec):
+        return spec
+    names = {f.name for f in dataclasses.fields(spec)}
+    return dataclasses.replace(spec, **{k: getattr(spec, k) * size for k in _SIZE_FIELDS if k in names})
 
 
 # ----------------------------------------------------------------------------------------------------------

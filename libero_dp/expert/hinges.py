@@ -230,7 +230,7 @@ def plan_turn_knob(ex: E.Expert, scene: E.Scene, obj: str, on: bool) -> list[E.S
         raise NotImplementedError(f"no expert plan for turning {obj}: it has no hinge joint")
     art = scene.inner.get_object(obj).object_properties["articulation"]
     state = scene.inner.object_states_dict[obj]
-    spec = KNOB_SPECS.get(ex.categories.get(obj, ""), DEFAULT_KNOB)
+    spec = E.spec_for(KNOB_SPECS, ex.categories.get(obj, ""), DEFAULT_KNOB)
     if on:
         # TurnOn holds when any joint reaches min(turnon range): turn the first one past it
         q_goal = min(art["default_turnon_ranges"]) + spec.overshoot
@@ -565,7 +565,7 @@ def plan_close_hinge(ex: E.Expert, scene: E.Scene, name: str) -> list[E.Skill]:
         raise NotImplementedError(f"no hinge to close on {name}")
     joint = joints[0]
     art = scene.inner.get_object(obj).object_properties["articulation"]
-    spec = DOOR_SPECS.get(ex.categories.get(obj, ""), DEFAULT_DOOR)
+    spec = E.spec_for(DOOR_SPECS, ex.categories.get(obj, ""), DEFAULT_DOOR)
     q_goal = max(art["default_close_ranges"])
     sign = float(np.sign(q_goal - scene.joint_q(joint))) or 1.0
     fr = door_frame(scene, joint)
@@ -606,7 +606,7 @@ def plan_open_hinge(ex: E.Expert, scene: E.Scene, name: str) -> list[E.Skill]:
         raise NotImplementedError(f"no hinge to open on {name}")
     joint = joints[0]
     art = scene.inner.get_object(obj).object_properties["articulation"]
-    spec = DOOR_SPECS.get(ex.categories.get(obj, ""), DEFAULT_DOOR)
+    spec = E.spec_for(DOOR_SPECS, ex.categories.get(obj, ""), DEFAULT_DOOR)
     q0 = scene.joint_q(joint)
     q_goal = max(art["default_open_ranges"]) - spec.open_overshoot
     if min(art["default_open_ranges"]) > q0:  # opening means increasing q

@@ -63,7 +63,7 @@ def plan_place(ex: E.Expert, scene: E.Scene, args: tuple[str, ...]) -> list[E.Sk
     elif not closed_region(scene, target) and drawer_room.room_short(scene, target, obj) > 0.0:
         opening, partly = drawer_room.plan_widen(scene, target, obj), True  # an open drawer, too short
     ex._obj = obj
-    spec = E.GRASP_SPECS.get(ex.categories.get(obj, ""), E.DEFAULT_GRASP)
+    spec = E.spec_for(E.GRASP_SPECS, ex.categories.get(obj, ""), E.DEFAULT_GRASP)
 
     sharing = [g[1] for g in order_goals(ex.goal) if g[0] in ("on", "in") and len(g) == 3 and g[2] == target]
     slot = (sharing.index(obj), len(sharing)) if obj in sharing else (0, 1)
