@@ -183,3 +183,36 @@ def test_demo_ends_at_the_goal_without_the_retreat() -> None:
     assert np.all(a_goal[k:, :3] @ push >= 0.0)  # never backs off (the hold ramps down under the slew limit)
     assert np.allclose(a_goal[-5:, :6], 0.0)
     assert np.any(a_full[k:, :3] @ push < -0.05)  # the whole plan does back off
+
+
+def test_pro_object_variants_resolve_to_their_base_grasp() -> None:
+    """Every recoloured/rescaled object of the installed LIBERO-PRO `_object` suites that a goal moves gets
+    its base object's grasp data (lengths scaled for the bigger copies), not the untested default."""
+    from pathlib import Path
+
+    from libero_dp.bddl import parse_categories
+    from libero_dp.expert import core as E
+
+    moved = set()
+    for suite in ("libero_spatial_object", "libero_goal_object", "libero_10_object", "libero_object_object"):
+        for task in sim.resolve_tasks(suite):
+            text = Path(task.bddl_file).read_text()
+            cats = parse_categories(text)
+            moved |= {cats[g[1]] for g in parse_goal(text) if g[0] in ("on", "in") and g[1] in cats}
+    variants = moved - set(E.GRASP_SPECS)
+    assert {"black_bowl", "yellow_plate", "red_cream_cheese"} <= variants
+    for cat in variants & set(E.CATEGORY_ALIASES):
+        base, size = E.CATEGORY_ALIASES[cat]
+        got = E.spec_for(E.GRASP_SPECS, cat, E.DEFAULT_GRASP)
+        assert got is not E.DEFAULT_GRASP and got.mode == E.GRASP_SPECS[base].mode, cat
+        assert got.depth == pytest.approx(E.GRASP_SPECS[base].depth * size), cat
+    big = E.spec_for(E.GRASP_SPECS, "bigger_akita_black_bowl", E.DEFAULT_GRASP)
+    assert big.rim_offset == pytest.approx(1.5 * E.GRASP_SPECS["akita_black_bowl"].rim_offset)
+    assert E.spec_for(E.GRASP_SPECS, "no_such_object", E.DEFAULT_GRASP) is E.DEFAULT_GRASP
+
+
+@pytest.mark.sim
+def test_expert_moves_a_pro_replaced_object() -> None:
+    """libero_spatial_object swaps the akita bowl for `black_bowl`: the expert still places it (was 10%)."""
+    (r,) = _run("libero_spatial_object:0", [3])
+    assert r["success"] and r["final_success"], r
