@@ -432,7 +432,8 @@ def _exp(rev: str, name: str | None, steps: int, stride: int, succ: int, n: int,
 
 
 def test_compare_parses_dvc_exp_show(tmp_path: Path) -> None:
-    cmp = _load_script("compare", ROOT / "stages" / "compare.py")
+    from libero_dp import compare as cmp
+
     base = _exp("a" * 40, "main", 64, 1, 40, 50)
     base["experiments"] = [
         {"revs": [_exp("b" * 40, "steps8", 8, 1, 20, 50)], "executor": None, "name": "steps8"},
@@ -461,9 +462,9 @@ def test_compare_parses_dvc_exp_show(tmp_path: Path) -> None:
 
 
 def test_compare_reads_mlflow_eval_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from libero_dp import compare as cmp
     from libero_dp.tracking import stage_run
 
-    cmp = _load_script("compare", ROOT / "stages" / "compare.py")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
     for steps, succ in ((64, 45), (8, 20)):
@@ -515,7 +516,8 @@ def test_multitask_section_ranks_tasks_from_the_worst_beside_the_expert() -> Non
 
 def test_compare_spread_across_training_seeds(tmp_path: Path) -> None:
     """Experiments that differ only in train.seed are summarised together: each seed, mean, std, min, max."""
-    cmp = _load_script("compare", ROOT / "stages" / "compare.py")
+    from libero_dp import compare as cmp
+
     base = _exp("a" * 40, "main", 64, 1, 40, 50)
     base["experiments"] = [
         {"revs": [_exp(c * 40, f"s{i}", 64, 1, k, 50, seed=i)], "executor": None, "name": f"s{i}"}
