@@ -15,7 +15,6 @@ import functools
 import hashlib
 import time
 import traceback
-from pathlib import Path
 from statistics import mean
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from libero_dp import sim
 from libero_dp.bddl import family_of
-from libero_dp.evaluate import grounding
+from libero_dp.evaluate import goals, grounding
 from libero_dp.evaluate.controllers import Controller
 from libero_dp.evaluate.protocol import EpisodeSpec
 
@@ -177,12 +176,7 @@ def failure_label(rec: dict[str, Any], needs_grasp: bool) -> str | None:
 
 def task_needs_grasp(task: sim.TaskSpec) -> bool:
     """Goals with On/In need an object carried; pushes, opening and turning on do not."""
-    from libero_dp.expert import parse_goal
-
-    try:
-        return any(p[0] in ("on", "in") for p in parse_goal(Path(task.bddl_file).read_text()))
-    except (OSError, ValueError):
-        return False
+    return bool(goals.goal_objects(task.bddl_file))
 
 
 def spec_fields(spec: EpisodeSpec, policy: str) -> dict[str, Any]:
