@@ -2,13 +2,15 @@
 
 The plan is read from the task's bddl goal (never from the sentence), one planner per goal predicate:
 
-core        privileged scene access, motion skills (move with a free-space speed profile, grip, push),
-            the Expert that runs one plan per goal in a feasible order, run_episode
+core        grasp data, the Expert that runs one plan per goal in a feasible order, run_episode
+scene       privileged scene access (live poses, boxes, obstacles), rotation helpers
+skills      motion skills (move with a free-space speed profile, move to a pose, grip, push a joint)
 pick_place  grasp choice (clearance, reach), settle, hover/descend/grasp/lift/carry/lower/release/retreat
 objects     grasp modes and data for handles and wide rims (pans, mugs, moka pots), table regions
 books       books into caddy compartments and shelf slots
 drawers     open (pinch-pull, or hook-pull under a low handle) and close (push) slide-jointed drawers
-hinges      stove knobs (grasp and turn) and hinged doors (push / pull along the arc)
+hinges      stove knobs (grasp and turn), and the hinge geometry the doors share
+doors       hinged doors (push / pull along the arc)
 planners    which module handles which goal (fills core.PLANNERS)
 
 Per-object grasp parameters are data (GRASP_SPECS, OBJECT_SPECS, BOOK_SPECS, KNOB_SPECS, DOOR_SPECS).

@@ -1,4 +1,6 @@
-"""Core of the scripted privileged-state expert: scene access, motion skills, the Expert, run_episode.
+"""Core of the scripted privileged-state expert: grasp data, the Expert, goal order, run_episode.
+
+Scene access lives in `scene`, the motion skills in `skills` (both re-exported here).
 
 The plan is chosen from the task's bddl `(:goal ...)`, never from the language instruction (task 38's goal
 asks for more than its sentence says): one planner per goal predicate (`PLANNERS`, filled by
@@ -27,14 +29,35 @@ import numpy as np
 from libero_dp import sim
 from libero_dp.bddl import family_of, parse_categories, parse_goal, task_family  # noqa: F401 (re-exported)
 
+# re-exported: the skill modules read these as `core.X` (core is the expert's one namespace)
+from libero_dp.expert.scene import (  # noqa: F401
+    Scene,
+    _dist_to_box2d,
+    _horizontal,
+    down_rotation,
+    rot_to_axis_angle,
+)
+from libero_dp.expert.skills import (  # noqa: F401
+    FREE,
+    POS_SCALE,
+    ROT_SCALE,
+    Gripper,
+    Limits,
+    MovePose,
+    MoveTo,
+    PushJoint,
+    Skill,
+    Target,
+    _nearest_finger_rot,
+    _pos_action,
+    _rot_action,
+)
+
 if TYPE_CHECKING:
     from libero_dp.sim import TaskSpec
 
 T = TypeVar("T")
 
-#: OSC_POSE scales: action 1.0 = 5 cm of position / 0.5 rad of rotation.
-POS_SCALE = 0.05
-ROT_SCALE = 0.5
 NOOP = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
 FAILURE_CAUSES = (
     None,
@@ -118,403 +141,6 @@ def spec_for(specs: Mapping[str, T], category: str, default: T) -> T:
         return spec
     names = {f.name for f in dataclasses.fields(spec)}
     return dataclasses.replace(spec, **{k: getattr(spec, k) * size for k in _SIZE_FIELDS if k in names})
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Geometry helpers
-# ----------------------------------------------------------------------------------------------------------
-
-
-def rot_to_axis_angle(r: np.ndarray) -> np.ndarray:
-    """Log map of a rotation matrix (stable near 0 and pi)."""
-    cos = np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)
-    angle = float(np.arccos(cos))
-    vec = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
-    if angle < 1e-6:
-        return 0.5 * vec
-    if np.pi - angle < 1e-4:
-        # near pi: axis from the diagonal of (R + I) / 2
-        m = (r + np.eye(3)) / 2.0
-        axis = np.sqrt(np.clip(np.diag(m), 0.0, None))
-        k = int(np.argmax(axis))
-        axis = m[:, k] / max(axis[k], 1e-9)
-        return angle * axis / np.linalg.norm(axis)
-    return angle * vec / (2.0 * np.sin(angle))
-
-
-def down_rotation(finger_axis: np.ndarray) -> np.ndarray:
-    """Grip-site orientation pointing down with the fingers closing along `finger_axis` (horizontal).
-
-    The Panda grip site's x axis is the finger axis and its z axis the approach direction.
-    """
-    f = np.array([finger_axis[0], finger_axis[1], 0.0])
-    f /= np.linalg.norm(f)
-    z = np.array([0.0, 0.0, -1.0])
-    return np.column_stack([f, np.cross(z, f), z])
-
-
-def _horizontal(v: np.ndarray) -> np.ndarray:
-    out = np.array([v[0], v[1], 0.0])
-    n = np.linalg.norm(out)
-    return out / n if n > 1e-9 else np.array([1.0, 0.0, 0.0])
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Privileged scene access
-# ----------------------------------------------------------------------------------------------------------
-
-
-class Scene:
-    """Reads poses from the live sim. `env.sim` is re-read on every access: resets rebuild the MjSim."""
-
-    def __init__(self, env: Any) -> None:
-        self.env = env
-        self.inner = env.env  # the LIBERO problem env (robosuite)
-        self.robot = self.inner.robots[0]
-
-    @property
-    def model(self) -> Any:
-        return self.env.sim.model
-
-    @property
-    def data(self) -> Any:
-        return self.env.sim.data
-
-    # -- robot
-    @property
-    def eef_pos(self) -> np.ndarray:
-        return np.array(self.data.site_xpos[self.robot.eef_site_id])
-
-    @property
-    def eef_mat(self) -> np.ndarray:
-        return np.array(self.data.site_xmat[self.robot.eef_site_id]).reshape(3, 3)
-
-    @property
-    def gripper_gap(self) -> float:
-        q = self.data.qpos[self.robot._ref_gripper_joint_pos_indexes]
-        return float(q[0] - q[1])
-
-    # -- bodies
-    def body_id(self, name: str) -> int:
-        """Body id of a bddl object/fixture instance name or a raw MuJoCo body name."""
-        if name in self.inner.obj_body_id:
-            return int(self.inner.obj_body_id[name])
-        return int(self.model.body_name2id(name))
-
-    def body_pos(self, name: str) -> np.ndarray:
-        return np.array(self.data.xpos[self.body_id(name)])
-
-    def subtree_geoms(self, body: int) -> list[int]:
-        """Collision geoms of `body` and its descendants."""
-        m = self.model
-        out = []
-        for g in range(m.ngeom):
-            b = int(m.geom_bodyid[g])
-            while b not in (0, body):
-                b = int(m.body_parentid[b])
-            if b == body and (int(m.geom_contype[g]) or int(m.geom_conaffinity[g])):
-                out.append(g)
-        return out
-
-    def geoms_aabb(self, geoms: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """World axis-aligned bounding box of some geoms (from MuJoCo's local geom AABBs)."""
-        m, d = self.model, self.data
-        lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
-        for g in geoms:
-            rot = np.array(d.geom_xmat[g]).reshape(3, 3)
-            c = np.array(d.geom_xpos[g]) + rot @ m.geom_aabb[g, :3]
-            h = np.abs(rot) @ m.geom_aabb[g, 3:]
-            lo, hi = np.minimum(lo, c - h), np.maximum(hi, c + h)
-        return lo, hi
-
-    def aabb(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        return self.geoms_aabb(self.subtree_geoms(self.body_id(name)))
-
-    def body_mat(self, name: str) -> np.ndarray:
-        return np.array(self.data.xmat[self.body_id(name)]).reshape(3, 3)
-
-    def site(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(centre, rotation, half-size) of a site."""
-        sid = self.model.site_name2id(name)
-        return (
-            np.array(self.data.site_xpos[sid]),
-            np.array(self.data.site_xmat[sid]).reshape(3, 3),
-            np.array(self.model.site_size[sid]),
-        )
-
-    def joint_q(self, name: str) -> float:
-        return float(self.data.qpos[self.model.get_joint_qpos_addr(name)])
-
-    def obstacle_names(self, exclude: set[str]) -> list[str]:
-        names = list(self.inner.objects_dict) + list(self.inner.fixtures_dict)
-        return [n for n in names if n not in exclude and n in self.inner.obj_body_id]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Skills
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Limits:
-    """Action shaping shared by all skills."""
-
-    max_pos_action: float = 0.3  # |position action| per component (1.0 = 5 cm)
-    max_rot_action: float = 1.0
-    pos_slew: float = 0.08  # max change of a position action component between steps
-    rot_slew: float = 0.25
-    pos_gain: float = 1.0  # action = gain * error / 5 cm (gain 1: the OSC goal is the target itself)
-    rot_gain: float = 1.0
-
-
-class Skill:
-    """One phase of a plan. `step` returns the action, or None once the phase is complete."""
-
-    name = "skill"
-
-    def __init__(self) -> None:
-        self.t = 0
-
-    def start(self, scene: Scene) -> None:  # noqa: B027 - optional hook
-        pass
-
-    def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
-        raise NotImplementedError
-
-
-def _pos_action(err: np.ndarray, lim: Limits, cap: float | None = None) -> np.ndarray:
-    a = lim.pos_gain * np.asarray(err) / POS_SCALE
-    cap = lim.max_pos_action if cap is None else min(cap, lim.max_pos_action)
-    m = float(np.max(np.abs(a)))
-    return a * (cap / m) if m > cap else a
-
-
-def _rot_action(target: np.ndarray, current: np.ndarray, lim: Limits) -> tuple[np.ndarray, float]:
-    err = rot_to_axis_angle(target @ current.T)
-    a = np.clip(lim.rot_gain * err / ROT_SCALE, -lim.max_rot_action, lim.max_rot_action)
-    return a, float(np.linalg.norm(err))
-
-
-def _nearest_finger_rot(finger_axis: np.ndarray, current: np.ndarray) -> np.ndarray:
-    """Down orientation for +/- finger_axis, whichever is closer (the two-finger gripper is symmetric)."""
-    cands = [down_rotation(finger_axis), down_rotation(-np.asarray(finger_axis))]
-    return min(cands, key=lambda r: np.linalg.norm(rot_to_axis_angle(r @ current.T)))
-
-
-Target = Callable[[Scene], np.ndarray]
-
-
-@dataclass
-class FreeMove:
-    """Velocity-profile control for moves through free space (opted into per MoveTo with `free_cap`).
-
-    The hand's per-step displacement follows the command with lag (fitted on the Panda OSC at 20 Hz:
-    disp[k+1] ~ alpha * disp[k] + beta * action[k], i.e. ~1.15 cm/step at steady action 1.0). The skill
-    asks for the speed sqrt(2 * decel * d) (capped; then `final_rate * d` in the last cm) towards the goal
-    and inverts the model for the action: it brakes early enough that the per-step slew limit does not
-    make it overshoot. With the plain 0.3 cap the hand moves ~0.35 cm per step; free moves ~3x faster.
-
-    caps: phase name -> largest position action (1.0 = 5 cm per step commanded), for planners that opt in.
-    """
-
-    caps: dict[str, float] = field(
-        default_factory=lambda: {
-            "approach": 1.0,
-            "lift": 1.0,
-            "carry": 1.0,
-            "retreat": 1.0,
-            "descend": 0.6,
-            "lower": 0.6,
-        }
-    )
-    alpha: float = 0.65
-    beta: float = 0.0045
-    decel: float = 0.0008  # m/step^2
-    final_rate: float = 0.3  # 1/step
-
-
-FREE = FreeMove()
-
-
-def free_action(err: np.ndarray, vel: np.ndarray, top: float) -> np.ndarray:
-    """Position action that moves the hand along `err` (m) on the braking speed profile; |a| <= top."""
-    d = float(np.linalg.norm(err))
-    if d < 1e-9:
-        return np.zeros(3)
-    speed = min(np.sqrt(2.0 * FREE.decel * d), FREE.final_rate * d, top * FREE.beta / (1.0 - FREE.alpha))
-    want = speed * err / d
-    a = (want - FREE.alpha * vel) / FREE.beta
-    m = float(np.max(np.abs(a)))
-    return a * (top / m) if m > top else a
-
-
-def move_ended(sk: Any, pos: np.ndarray, err: np.ndarray, rot_err: float) -> bool:
-    """End test of a move skill (MoveTo, MovePose): at the goal within `tol` / `rot_tol`, or
-    stalled on contact (`stop_on_stall`: < 1 mm in 3 steps), or out of `max_steps` (both set `stalled`)."""
-    if np.linalg.norm(err) < sk.tol and rot_err < sk.rot_tol:
-        return True
-    if sk.stop_on_stall and len(sk.hist) > 6 and np.linalg.norm(pos - sk.hist[-4]) < 0.001:
-        sk.stalled = True
-        return True
-    if sk.t >= sk.max_steps:
-        sk.stalled = True
-        return True
-    return False
-
-
-class MoveTo(Skill):
-    """Move the grip site to a position with a down orientation; ends when there, or stalled on contact."""
-
-    def __init__(
-        self,
-        name: str,
-        target: Target,
-        finger_axis: Target,
-        gripper: float,
-        tol: float = 0.006,
-        rot_tol: float = 0.06,
-        cap: float | None = None,
-        stop_on_stall: bool = False,
-        max_steps: int = 200,
-        free_cap: float | None = None,
-    ) -> None:
-        super().__init__()
-        self.name, self.target_fn, self.axis_fn = name, target, finger_axis
-        self.gripper, self.tol, self.rot_tol, self.cap = gripper, tol, rot_tol, cap
-        self.stop_on_stall, self.max_steps = stop_on_stall, max_steps
-        self.free_cap = free_cap  # > the usual cap: braking speed profile up to this action (FreeMove)
-        self.stalled = False
-
-    def start(self, scene: Scene) -> None:
-        self.goal = np.asarray(self.target_fn(scene), dtype=np.float64)
-        self.rot = self.target_rot(scene)
-        self.hist: list[np.ndarray] = []
-
-    def target_rot(self, scene: Scene) -> np.ndarray:
-        """Pointing down, fingers along +/- the finger axis, whichever is nearer the current hand."""
-        return _nearest_finger_rot(self.axis_fn(scene), scene.eef_mat)
-
-    def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
-        pos = scene.eef_pos
-        self.hist.append(pos)
-        err = self.goal - pos
-        rot_a, rot_err = _rot_action(self.rot, scene.eef_mat, lim)
-        if move_ended(self, pos, err, rot_err):
-            return None
-        self.t += 1
-        base = lim.max_pos_action if self.cap is None else min(self.cap, lim.max_pos_action)
-        if self.free_cap is not None and self.free_cap > base:
-            vel = pos - self.hist[-2] if len(self.hist) > 1 else np.zeros(3)
-            a = free_action(err, vel, self.free_cap)
-        else:
-            a = _pos_action(err, lim, self.cap)
-        return np.concatenate([a, rot_a, [self.gripper]])
-
-
-class MovePose(MoveTo):
-    """Move the grip site to a position and an explicit hand orientation (`rot`, read at start).
-
-    The one skill for every move that does not point the hand straight down with the nearer finger axis:
-    pinching a drawer handle, a knob's exact finger axis, a book turned into a slot, a tilted object.
-    It is MoveTo otherwise (same end test, caps and opt-in free-space profile); `rot_cap` (< 1) slows the
-    turn (a 90-degree pitch swings a held book through a wide arc).
-    """
-
-    def __init__(
-        self,
-        name: str,
-        target: Target,
-        rot: Callable[[Scene], np.ndarray],
-        gripper: float,
-        rot_cap: float | None = None,
-        **kw: Any,
-    ) -> None:
-        super().__init__(name, target, lambda s: np.array([1.0, 0.0, 0.0]), gripper, **kw)
-        self.rot_fn, self.rot_cap = rot, rot_cap
-
-    def target_rot(self, scene: Scene) -> np.ndarray:
-        return np.asarray(self.rot_fn(scene), dtype=np.float64)
-
-    def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
-        a = super().step(scene, lim)
-        if a is not None and self.rot_cap is not None:
-            a[3:6] = np.clip(a[3:6], -self.rot_cap, self.rot_cap)
-        return a
-
-
-class Gripper(Skill):
-    """Open or close in place until the finger gap stops changing (a free close takes 10-12 steps)."""
-
-    def __init__(self, name: str, close: bool, min_steps: int = 6, max_steps: int = 25) -> None:
-        super().__init__()
-        self.name, self.close, self.min_steps, self.max_steps = name, close, min_steps, max_steps
-
-    def start(self, scene: Scene) -> None:
-        self.hold = scene.eef_pos
-        self.rot = scene.eef_mat
-        self.gaps: list[float] = []
-
-    def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
-        self.gaps.append(scene.gripper_gap)
-        settled = len(self.gaps) > 2 and abs(self.gaps[-1] - self.gaps[-3]) < 0.0005
-        if self.t >= self.max_steps or (self.t >= self.min_steps and settled):
-            return None
-        self.t += 1
-        rot_a, _ = _rot_action(self.rot, scene.eef_mat, lim)
-        return np.concatenate(
-            [_pos_action(self.hold - scene.eef_pos, lim), rot_a, [1.0 if self.close else -1.0]]
-        )
-
-
-class PushJoint(Skill):
-    """Push an articulated part (drawer) along its slide axis until its goal predicate holds.
-
-    The hand leads the contact point along `push_dir` while cross-axis errors are corrected toward the
-    moving handle; it keeps pushing `extra_steps` after the predicate first holds, because success lives
-    in a window under 2 mm wide next to the physical stop.
-    """
-
-    name = "push"
-
-    def __init__(
-        self,
-        contact: Target,
-        push_dir: np.ndarray,
-        finger_axis: np.ndarray,
-        done: Callable[[Scene], bool],
-        progress: Callable[[Scene], float],
-        extra_steps: int = 4,
-        max_steps: int = 150,
-    ) -> None:
-        super().__init__()
-        self.contact, self.push_dir, self.axis = contact, np.asarray(push_dir), np.asarray(finger_axis)
-        self.done, self.progress, self.extra, self.max_steps = done, progress, extra_steps, max_steps
-        self.after = 0
-        self.stuck = False
-
-    def start(self, scene: Scene) -> None:
-        self.rot = _nearest_finger_rot(self.axis, scene.eef_mat)
-        self.prog: list[float] = []
-
-    def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
-        self.prog.append(self.progress(scene))
-        if self.done(scene):
-            self.after += 1
-            if self.after > self.extra:
-                return None
-        if self.t >= self.max_steps:
-            self.stuck = True
-            return None
-        self.t += 1
-        pos = scene.eef_pos
-        goal = np.asarray(self.contact(scene))
-        err = goal - pos
-        along = float(err @ self.push_dir)
-        cross = err - along * self.push_dir
-        # lead the contact by a few cm so the hand keeps pressing; the cap sets the push speed
-        a = _pos_action(cross + (along + 0.03) * self.push_dir, lim)
-        rot_a, _ = _rot_action(self.rot, scene.eef_mat, lim)
-        return np.concatenate([a, rot_a, [1.0]])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -690,11 +316,6 @@ class Expert:
 
 
 SAFE_Z_MARGIN = 0.05  # hand clearance above what it passes over
-
-
-def _dist_to_box2d(p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
-    d = np.maximum(np.maximum(lo[:2] - p[:2], 0.0), p[:2] - hi[:2])
-    return float(np.linalg.norm(d))
 
 
 Planner = Callable[["Expert", Scene, tuple[str, ...]], list[Skill]]

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from libero_dp.expert import books, cavity, drawer_room, drawers, hinges, objects, pick_place
+from libero_dp.expert import books, cavity, doors, drawer_room, drawers, hinges, objects, pick_place
 from libero_dp.expert import core as E
 from libero_dp.expert.core import order_goals
 
@@ -56,7 +56,7 @@ def plan_place(ex: E.Expert, scene: E.Scene, args: tuple[str, ...]) -> list[E.Sk
     rest, then plan from their resting poses."""
     obj, target = args
     inside = ("on", obj, target) not in ex.goal  # an (In ..) goal: a tall object may be laid down
-    partly = closed_region(scene, target) and not hinges.has_hinge(scene, target)
+    partly = closed_region(scene, target) and not doors.has_hinge(scene, target)
     opening = plan_open(ex, scene, (target,)) if closed_region(scene, target) and not partly else []
     if partly:  # a closed drawer: opened just enough for the object, which then goes into the open part
         opening = drawers.plan_open_drawer(scene, target, fit=obj)
@@ -76,14 +76,14 @@ def plan_place(ex: E.Expert, scene: E.Scene, args: tuple[str, ...]) -> list[E.Sk
 
 
 def plan_open(ex: E.Expert, scene: E.Scene, args: tuple[str, ...]) -> list[E.Skill]:
-    if hinges.has_hinge(scene, args[0]):
-        return hinges.plan_open_hinge(ex, scene, args[0])
+    if doors.has_hinge(scene, args[0]):
+        return doors.plan_open_hinge(ex, scene, args[0])
     return drawers.plan_open_drawer(scene, args[0])
 
 
 def plan_close(ex: E.Expert, scene: E.Scene, args: tuple[str, ...]) -> list[E.Skill]:
-    if hinges.has_hinge(scene, args[0]):
-        return hinges.plan_close_hinge(ex, scene, args[0])
+    if doors.has_hinge(scene, args[0]):
+        return doors.plan_close_hinge(ex, scene, args[0])
     return drawers.plan_close_drawer(scene, args[0])
 
 
