@@ -432,13 +432,13 @@ def slot_spot(
     (SLOT_MARGIN inside its edges), the one farthest from the objects already in the region, or, while it
     is empty, from this object's start (so later ones are not carried over it).
 
-    Two moka pots both at a 15 cm burner region's centre collide. Along one axis of it they did too: a
-    pot is 8 cm wide but 15 cm long (handle and spout), so two in a row along its length overlapped
-    (the second landed on the first or knocked it off the stove: 14 of 50 inits), and side by side across
-    it the hand housing (21 cm along the finger axis, which is across the pot) came down on the first
-    pot's top. At opposite corners the pots are apart along both axes. The spot is chosen from what lies
-    in the region when this object's plan is made, not from its slot index with a direction read from its
-    own start: the second pot, starting elsewhere, had then picked the first one's end."""
+    Two moka pots both at a 15 cm burner region's centre collide. In a row along the region's y axis (the
+    former rule: the axis toward the pot's start) they still did: a pot is 8 cm wide but 15 cm long (handle
+    and spout), so at spots 12 cm apart the second landed on the first or knocked it off the stove (14 of
+    50 inits). Side by side along x (4 cm apart) the hand housing, 21 cm along the finger axis (across the
+    pot), would come down within millimetres of the first pot's top. At opposite corners the pots are
+    apart along both axes (50 of 50). Later spots follow what already lies in the region, so they do not
+    depend on where each object starts."""
     n = slot[1]
     if n < 2:
         return np.array(centre[:2], dtype=np.float64)
