@@ -426,23 +426,40 @@ def _Pose(*args, **kwargs) -> E.Skill:  # noqa: N802 - a skill constructor
 
 
 def slot_spot(
-    scene: E.Scene, obj: str, centre: np.ndarray, half: np.ndarray, slot: tuple[int, int]
+    scene: E.Scene, obj: str, exclude: set[str], centre: np.ndarray, half: np.ndarray, slot: tuple[int, int]
 ) -> np.ndarray:
-    """Where the k-th of n objects bound for one region goes: n spots along the region's axis that points
-    most toward the first object's start (slot 0 furthest from it, so later ones are not carried over it),
-    SLOT_MARGIN inside the region's ends. Two 8 cm moka pots both at a 15 cm burner region's centre
-    collide; at its two ends they fit."""
-    k, n = slot
-    d = scene.body_pos(obj)[:2] - centre[:2]
-    axis = int(np.argmax(np.abs(d) * (half[:2] > SLOT_MARGIN)))
-    sign = 1.0 if d[axis] >= 0.0 else -1.0
-    reach = max(float(half[axis]) - SLOT_MARGIN, 0.0)
-    out = np.array(centre[:2], dtype=np.float64)
-    out[axis] += sign * float(np.linspace(-reach, reach, n)[k])
-    return out
+    """Where one of n objects bound for one region goes: of n spots along either diagonal of the region
+    (SLOT_MARGIN inside its edges), the one farthest from the objects already in the region, or, while it
+    is empty, from this object's start (so later ones are not carried over it).
+
+    Two moka pots both at a 15 cm burner region's centre collide. In a row along the region's y axis (the
+    former rule: the axis toward the pot's start) they still did: a pot is 8 cm wide but 15 cm long (handle
+    and spout), so at spots 12 cm apart the second landed on the first or knocked it off the stove (14 of
+    50 inits). Side by side along x (4 cm apart) the hand housing, 21 cm along the finger axis (across the
+    pot), would come down within millimetres of the first pot's top. At opposite corners the pots are
+    apart along both axes (50 of 50). Later spots follow what already lies in the region, so they do not
+    depend on where each object starts."""
+    n = slot[1]
+    if n < 2:
+        return np.array(centre[:2], dtype=np.float64)
+    reach = np.maximum(half[:2] - SLOT_MARGIN, 0.0)
+    spots = [
+        centre[:2] + t * reach * np.array([1.0, sign]) for sign in (1.0, -1.0) for t in np.linspace(-1, 1, n)
+    ]
+    there = [
+        p[:2]
+        for name in scene.obstacle_names(exclude | {obj})
+        if np.all(np.abs((p := scene.body_pos(name))[:2] - centre[:2]) < half[:2])
+    ]
+    start = scene.body_pos(obj)[:2]
+
+    def room(xy: np.ndarray) -> float:
+        return min((float(np.linalg.norm(xy - q)) for q in there), default=float(np.linalg.norm(xy - start)))
+
+    return np.asarray(max(spots, key=room), dtype=np.float64)
 
 
-SLOT_MARGIN = 0.015  # a shared region's outermost spots this far inside its ends
+SLOT_MARGIN = 0.02  # a shared region's outermost spots this far inside its edges
 
 
 FLAT_DISH = 0.03  # m: a rim-gripped object lower than this is a flat dish (a plate), see plan_pick_place
@@ -495,7 +512,7 @@ def plan_pick_place(
             support_top = float(s_pos[2] - half[2])
             top_z = float(scene.aabb(parent)[1][2])
             if slot[1] > 1:  # several objects go to this region: each to its own spot
-                place_xy = slot_spot(scene, obj, s_pos, half, slot)
+                place_xy = slot_spot(scene, obj, exclude, s_pos, half, slot)
         else:  # a table region: the object already stands on that table
             support_top = top_z = float(olo[2])
             place_xy = _free_spot(scene, obj, exclude, s_pos, half)
