@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from libero_dp.expert import core as E
-from libero_dp.expert import drawers, overhang, tipping
+from libero_dp.expert import drawers, fingers, overhang, tipping
 
 # ----------------------------------------------------------------------------------------------------------
 # Pick-and-place planning
@@ -292,8 +292,11 @@ def choose_grasp(
     # a rim may also be gripped with the fingers skewed from the radius (still across the wall): lets the
     # hand miss an open drawer's handle right over the bowl (task 8)
     skews = np.deg2rad(RIM_SKEWS) if rim else np.zeros(1)
+    # the open fingers reach below the housing: a rim grasp's outer finger must come down beside the wall,
+    # not on a drawer wall next to it (see fingers); such grasps lose to any whose fingers are clear
+    finger_boxes = fingers.oriented_boxes(scene, obj, centre) if rim else []
 
-    cands: list[tuple[float, float, np.ndarray, np.ndarray]] = []
+    cands: list[tuple[bool, float, float, np.ndarray, np.ndarray]] = []
     for yaw, skew in ((y, k) for y in np.deg2rad(np.arange(0, 360 if rim else 180, 15)) for k in skews):
         f = _yaw_axis(yaw + skew)
         if spec.yaw == "short_side" and not rim and abs(f @ short_axis) < np.cos(np.deg2rad(20)):
@@ -336,8 +339,10 @@ def choose_grasp(
             clear -= BLOCKED_PENALTY / 2.0
         turn = float(np.arccos(min(1.0, abs(f @ cur_axis))))
         reach = max(0.0, float(np.linalg.norm(grip[:2] - base_xy)) - REACH_SOFT)
-        cands.append((min(clear, 0.03), -(turn + REACH_WEIGHT * reach + SKEW_WEIGHT * abs(skew)), grip, f))
-    _, _, grip, f = max(cands, key=lambda c: (round(c[0], 3), c[1]))
+        free = not fingers.fingers_hit(finger_boxes, grip, f)
+        cost = turn + REACH_WEIGHT * reach + SKEW_WEIGHT * abs(skew)
+        cands.append((free, min(clear, 0.03), -cost, grip, f))
+    _, _, _, grip, f = max(cands, key=lambda c: (c[0], round(c[1], 3), c[2]))
     return grip, f
 
 
