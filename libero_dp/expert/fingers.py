@@ -20,17 +20,23 @@ ROBOT_PREFIXES = ("robot0_", "gripper0_", "mount0_")
 
 @dataclass(frozen=True)
 class FingerBox:
-    """One open Panda finger relative to the grip site, pointing down (measured collision AABBs)."""
+    """One open Panda finger relative to the grip site, pointing down (its collision hull's vertices)."""
 
-    inner: float = 0.032  # finger's inner face from the grip site along the finger axis
-    outer: float = 0.060  # its outer face (the mesh widens to 6.8 cm at the knuckle, 4.9 cm up)
-    half_width: float = 0.011  # across the finger axis
-    below: float = 0.012  # fingertip below the grip site
-    above: float = 0.048  # finger top (the housing starts 2.6 cm up; its check is coarser)
-    margin: float = 0.002  # contact margin
+    inner: float = 0.038  # inner face (the pad) from the grip site along the finger axis
+    outer_tip: float = 0.053  # outer face at the fingertip ...
+    outer_top: float = 0.064  # ... and 4 cm higher (the hull widens upwards)
+    half_width: float = 0.010  # across the finger axis
+    below: float = 0.010  # fingertip below the grip site
+    above: float = 0.045  # finger top (the housing starts 2.6 cm up; its check is coarser)
 
 
 FINGER = FingerBox()
+#: a rim grasp whose outer finger would land on something moves its grip site this much (at most) toward
+#: the bowl's centre: the fingers still straddle the wall (the outer one closes on it and pushes the bowl a
+#: few mm toward the inner one), which kept the near, radial grasp that carries the bowl best (skewed
+#: grasps chosen instead let it tilt 40-50 degrees and miss the plate)
+MAX_INSET = 0.012  # m
+INSET_WEIGHT = 50.0  # cost per m of inset, in the units of the wrist turn (rad)
 
 OrientedBox = tuple[np.ndarray, np.ndarray, np.ndarray]  # centre, rotation (columns: box axes), half-size
 
@@ -55,27 +61,50 @@ def oriented_boxes(scene: E.Scene, obj: str, centre: np.ndarray, near: float = 0
     return out
 
 
-def finger_points(grip: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """Points filling both open fingers of a hand at `grip` closing along `f` (horizontal), spaced under
-    6 mm: closer than the thinnest wall or plate (3-4 mm) with the margin on both sides."""
+def finger_points(grip: np.ndarray, f: np.ndarray, shrink: float = 0.0) -> np.ndarray:
+    """Points filling both open fingers of a hand at `grip` closing along `f` (horizontal), their outer
+    faces `shrink` nearer the grip site, spaced under 6 mm (the thinnest walls are 4-6 mm thick)."""
     f = np.array([f[0], f[1], 0.0]) / np.linalg.norm(f[:2])
     across = np.array([-f[1], f[0], 0.0])
-    s = np.concatenate(
-        [-np.linspace(FINGER.inner, FINGER.outer, 7), np.linspace(FINGER.inner, FINGER.outer, 7)]
-    )
+    z = np.linspace(-FINGER.below, FINGER.above, 10)
+    rise = np.clip((z + FINGER.below) / 0.04, 0.0, 1.0)
+    outer = FINGER.outer_tip + rise * (FINGER.outer_top - FINGER.outer_tip) - shrink
+    u = np.linspace(0.0, 1.0, 5)
+    s = FINGER.inner + u[:, None] * np.maximum(outer - FINGER.inner, 0.0)[None, :]  # (along, height)
     t = np.linspace(-FINGER.half_width, FINGER.half_width, 5)
-    z = np.linspace(-FINGER.below, FINGER.above, 11)
-    ss, tt, zz = (a.ravel() for a in np.meshgrid(s, t, z, indexing="ij"))
-    return grip + ss[:, None] * f + tt[:, None] * across + zz[:, None] * np.array([0.0, 0.0, 1.0])
+    ss = np.concatenate([s, -s])[:, None, :] * np.ones((1, len(t), 1))
+    tt = np.ones_like(ss) * t[None, :, None]
+    zz = np.ones_like(ss) * z[None, None, :]
+    return (
+        grip + ss.reshape(-1, 1) * f + tt.reshape(-1, 1) * across + zz.reshape(-1, 1) * np.array([0, 0, 1.0])
+    )
 
 
-def fingers_hit(boxes: list[OrientedBox], grip: np.ndarray, f: np.ndarray) -> bool:
-    """Whether an open finger of a hand at `grip` (finger axis `f`) overlaps one of the boxes."""
-    if not boxes:
-        return False
-    pts = finger_points(grip, f)
+def _hits(boxes: list[OrientedBox], pts: np.ndarray) -> bool:
     c = np.array([b[0] for b in boxes])
     rot = np.array([b[1] for b in boxes])
     half = np.array([b[2] for b in boxes])
     local = np.abs(np.einsum("bpi,bij->bpj", pts[None] - c[:, None], rot))  # points in each box's frame
-    return bool(np.any(np.all(local < half[:, None] + FINGER.margin, axis=2)))
+    return bool(np.any(np.all(local < half[:, None], axis=2)))
+
+
+def finger_overlap(boxes: list[OrientedBox], grip: np.ndarray, f: np.ndarray) -> float:
+    """How far (m, in 2 mm steps, up to 1.5 cm) the open fingers' outer faces reach into a box: 0 when
+    they are clear."""
+    if not boxes:
+        return 0.0
+    for shrink in np.arange(0.0, 0.0151, 0.002):
+        if not _hits(boxes, finger_points(grip, f, shrink)):
+            return float(shrink)
+    return 0.016
+
+
+def rim_inset(boxes: list[OrientedBox], grip: np.ndarray, f: np.ndarray, radial: np.ndarray) -> float | None:
+    """Smallest shift (m, 2 mm steps, up to MAX_INSET) of a rim grip toward the object's centre (`radial`
+    points out of it) that keeps the open fingers clear of the boxes; None when none does."""
+    if not boxes:
+        return 0.0
+    for inset in np.arange(0.0, MAX_INSET + 1e-9, 0.002):
+        if not _hits(boxes, finger_points(grip - inset * radial, f)):
+            return float(inset)
+    return None

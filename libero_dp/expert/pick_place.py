@@ -295,8 +295,9 @@ def choose_grasp(
     # the open fingers reach below the housing: a rim grasp's outer finger must come down beside the wall,
     # not on a drawer wall next to it (see fingers); such grasps lose to any whose fingers are clear
     finger_boxes = fingers.oriented_boxes(scene, obj, centre) if rim else []
+    inset: float | None = 0.0
 
-    cands: list[tuple[bool, float, float, np.ndarray, np.ndarray]] = []
+    cands: list[tuple[bool, float, bool, float, np.ndarray, np.ndarray]] = []
     for yaw, skew in ((y, k) for y in np.deg2rad(np.arange(0, 360 if rim else 180, 15)) for k in skews):
         f = _yaw_axis(yaw + skew)
         if spec.yaw == "short_side" and not rim and abs(f @ short_axis) < np.cos(np.deg2rad(20)):
@@ -305,6 +306,9 @@ def choose_grasp(
         if rim:
             grip = grip + spec.rim_offset * _yaw_axis(yaw)
             grip[2] = rim_grip_z(geom_boxes, grip, spec.depth, float(lo[2]) + 0.012, grip_z)
+            inset = fingers.rim_inset(finger_boxes, grip, f, _yaw_axis(yaw))
+            if inset is not None:
+                grip = grip - inset * _yaw_axis(yaw)
         tips = [grip + 0.045 * f, grip - 0.045 * f]
         clear = min(
             [E._dist_to_box2d(t, olo, ohi) for t in tips for olo, ohi in obstacles if ohi[2] > grip_z - 0.02],
@@ -339,10 +343,12 @@ def choose_grasp(
             clear -= BLOCKED_PENALTY / 2.0
         turn = float(np.arccos(min(1.0, abs(f @ cur_axis))))
         reach = max(0.0, float(np.linalg.norm(grip[:2] - base_xy)) - REACH_SOFT)
-        free = not fingers.fingers_hit(finger_boxes, grip, f)
-        cost = turn + REACH_WEIGHT * reach + SKEW_WEIGHT * abs(skew)
-        cands.append((free, min(clear, 0.03), -cost, grip, f))
-    _, _, _, grip, f = max(cands, key=lambda c: (c[0], round(c[1], 3), c[2]))
+        free = not rim or inset is not None
+        cost = turn + REACH_WEIGHT * reach + SKEW_WEIGHT * abs(skew) + fingers.INSET_WEIGHT * (inset or 0.0)
+        cands.append((free, min(clear, 0.03), skew == 0.0, -cost, grip, f))
+    # at equal clearance a radial rim grasp wins over a skewed one: skewed to dodge a drawer wall, it let
+    # the bowl tilt 40-50 degrees in the hand and miss the plate (skews are for what the radial hand hits)
+    _, _, _, _, grip, f = max(cands, key=lambda c: (c[0], round(c[1], 3), c[2], c[3]))
     return grip, f
 
 
