@@ -222,7 +222,9 @@ ARM_CLEAR = 0.10  # wanted horizontal distance from the grip point to such obsta
 DESCENT_SPAN = 0.25  # grip point to the top of the hand's sweep while descending from hover
 DESCENT_MARGIN = 0.01  # m: the housing footprint is this much wider when checking the descent
 BLOCKED_PENALTY = 0.05  # clearance (m) taken from grasps whose descent meets something
-RIM_SKEWS = (0.0, -15.0, 15.0, -30.0, 30.0)  # deg between a rim grasp's finger axis and the radius
+# deg between a rim grasp's finger axis and the radius. 45: libero_goal's bowl under the opened top drawer's
+# corner, where the housing (21 cm along the fingers) of every grasp up to 30 degrees met the drawer
+RIM_SKEWS = (0.0, -15.0, 15.0, -30.0, 30.0, -45.0, 45.0)
 SKEW_WEIGHT = 1.0  # penalty per rad of skew, in the units of the wrist turn
 REACH_WEIGHT = 40.0  # penalty per metre beyond REACH_SOFT, in the units of the wrist turn (rad)
 
