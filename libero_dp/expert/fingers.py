@@ -63,7 +63,7 @@ def oriented_boxes(scene: E.Scene, obj: str, centre: np.ndarray, near: float = 0
 
 def finger_points(grip: np.ndarray, f: np.ndarray, shrink: float = 0.0) -> np.ndarray:
     """Points filling both open fingers of a hand at `grip` closing along `f` (horizontal), their outer
-    faces `shrink` nearer the grip site, spaced under 6 mm (the thinnest walls are 4-6 mm thick)."""
+    faces `shrink` nearer the grip site, about 6 mm apart (the drawer walls are 4-8 mm thick)."""
     f = np.array([f[0], f[1], 0.0]) / np.linalg.norm(f[:2])
     across = np.array([-f[1], f[0], 0.0])
     z = np.linspace(-FINGER.below, FINGER.above, 10)
@@ -86,17 +86,6 @@ def _hits(boxes: list[OrientedBox], pts: np.ndarray) -> bool:
     half = np.array([b[2] for b in boxes])
     local = np.abs(np.einsum("bpi,bij->bpj", pts[None] - c[:, None], rot))  # points in each box's frame
     return bool(np.any(np.all(local < half[:, None], axis=2)))
-
-
-def finger_overlap(boxes: list[OrientedBox], grip: np.ndarray, f: np.ndarray) -> float:
-    """How far (m, in 2 mm steps, up to 1.5 cm) the open fingers' outer faces reach into a box: 0 when
-    they are clear."""
-    if not boxes:
-        return 0.0
-    for shrink in np.arange(0.0, 0.0151, 0.002):
-        if not _hits(boxes, finger_points(grip, f, shrink)):
-            return float(shrink)
-    return 0.016
 
 
 def rim_inset(boxes: list[OrientedBox], grip: np.ndarray, f: np.ndarray, radial: np.ndarray) -> float | None:
