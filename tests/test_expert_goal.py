@@ -49,3 +49,39 @@ def test_bowl_slides_out_from_under_the_open_drawer() -> None:
     r, poses = _episode("libero_goal/open_the_top_drawer_and_put_the_bowl_inside", 3)
     assert r["success"] and r["final_success"], r
     assert r["failure_cause"] is None
+
+
+@pytest.mark.sim
+def test_bowl_under_the_drawer_corner_is_gripped_skewed_and_slid_out() -> None:
+    """Init 8: the drawer's corner hangs over the bowl's middle; every grasp up to 30 degrees of skew met it
+    (the hand stalled 16 cm up), and no slide within 10 cm passed between the wine bottle and the cheese."""
+    r, _ = _episode("libero_goal/open_the_top_drawer_and_put_the_bowl_inside", 8)
+    assert r["success"] and r["final_success"], r
+
+
+@pytest.mark.sim
+def test_bowl_in_the_drawer_is_gripped_clear_of_the_drawer_walls() -> None:
+    """libero_spatial init 14: the rim grasp's outer finger came down on the drawer's side wall."""
+    r, poses = _episode(
+        "libero_spatial/pick_up_the_black_bowl_in_the_top_drawer_of_the_wooden_cabinet_and_place_it_on_the_plate",
+        14,
+    )
+    assert r["success"] and r["final_success"], r
+    _, rot = poses["akita_black_bowl_1"]
+    assert rot[2, 2] > np.cos(np.deg2rad(20.0))  # set down upright on the plate
+
+
+def test_rim_grip_moves_inward_until_the_open_fingers_clear_a_wall() -> None:
+    """A 4 mm wall 6 cm out along the finger axis (the open finger spans 3.8-6.4 cm from the grip site):
+    the grip moves 2 mm per try toward the bowl until clear (8 mm); a wall at the pad is never cleared."""
+    from libero_dp.expert import fingers
+
+    grip, f = np.array([0.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0])
+    wall = (np.array([0.060, 0.0, 1.0]), np.eye(3), np.array([0.002, 0.1, 0.05]))
+    assert fingers.rim_inset([], grip, f, f) == 0.0
+    inset = fingers.rim_inset([wall], grip, f, f)
+    assert inset == pytest.approx(0.008)
+    assert not fingers._hits([wall], fingers.finger_points(grip - inset * f, f))
+    assert fingers._hits([wall], fingers.finger_points(grip - (inset - 0.002) * f, f))
+    pad_wall = (np.array([0.042, 0.0, 1.0]), np.eye(3), np.array([0.002, 0.1, 0.05]))
+    assert fingers.rim_inset([pad_wall], grip, f, f) is None
