@@ -6,6 +6,9 @@
 #   bash tools/libero90_host.sh start N=20 STEPS=6000   # copy the repo to $WORK, start the preset there
 #   bash tools/libero90_host.sh wait 540                # up to 540 s: the stage reached, the log's tail
 #   bash tools/libero90_host.sh pack "$OUT"             # metrics, dvc.lock, params, report, log -> one tarball
+#   bash tools/libero90_host.sh export "$OUT" libero90  # the trained policy as checkpoints/libero90 (bf16 EMA,
+#                                                       # <= 64 MiB) in 15 MiB parts: a call brings back <= 16 MiB
+#                                                       # a file; `cat libero90.tar.part-* | tar -x` rejoins it
 #
 # Why a copy: the preset rewrites params.yaml, dvc.lock and metrics/ while it runs; a session tool that
 # syncs the repository before each command would overwrite them under the running pipeline. $WORK (default
@@ -79,5 +82,13 @@ case "$cmd" in
     tar -czf "$out/$(basename "$WORK")_results.tgz" --ignore-failed-read "${files[@]}" 2>/dev/null || true
     ls -la "$out"
     ;;
-  *) echo "unknown command $cmd: start | status | wait SECONDS | pack DIR" >&2; exit 2 ;;
+  export)
+    out=${1:?export DIR [NAME]}
+    name=${2:-libero90}
+    cd "$WORK"
+    "$(command -v python || command -v python3)" tools/checkpoint.py export --models models --stats data/scaled/stats.json --out "checkpoints/$name"
+    tar -cf - -C checkpoints "$name" | split -b 15M -d - "$out/$name.tar.part-"
+    ls -la "$out"
+    ;;
+  *) echo "unknown command $cmd: start | status | wait SECONDS | pack DIR | export DIR [NAME]" >&2; exit 2 ;;
 esac
