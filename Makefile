@@ -121,11 +121,15 @@ export-checkpoint: setup ## OUT=checkpoints/NAME [MODELS=models] [STATS=data/sca
 	@test -n "$(OUT)" || { echo "OUT= the folder to write, e.g. checkpoints/libero90"; exit 2; }
 	$(PY) tools/checkpoint.py export --models $(or $(MODELS),models) --stats $(or $(STATS),data/scaled/stats.json) \
 	  --out $(OUT)
-eval-checkpoint eval-libero90: setup ## [CKPT=checkpoints/libero90] [TASKS="libero_90:0 libero_90:7"] [EPISODES=10]
+eval-checkpoint: setup ## [CKPT=checkpoints/libero90] [TASKS="libero_90:0 libero_90:7"] [EPISODES=10] [MAX_STEPS=]
 	@test -f $(or $(CKPT),checkpoints/libero90)/manifest.json || { echo "$(or $(CKPT),checkpoints/libero90):" \
 	  "no exported checkpoint (manifest.json); make export-checkpoint OUT=... writes one"; exit 2; }
 	$(PY) tools/checkpoint.py eval $(or $(CKPT),checkpoints/libero90) $(if $(TASKS),--tasks $(TASKS)) \
-	  --episodes $(or $(EPISODES),10) --workers $(or $(WORKERS),2)
+	  --episodes $(or $(EPISODES),10) --workers $(or $(WORKERS),2) $(if $(MAX_STEPS),--max-steps $(MAX_STEPS)) \
+	  $(if $(EXEC_STEPS),--exec-steps $(EXEC_STEPS) --out metrics/checkpoints/$(notdir $(or $(CKPT),checkpoints/libero90))_steps$(EXEC_STEPS).json)
+# The committed libero_90 policy, with the step limit its GPU evaluation used (the libero90 preset's 600).
+eval-libero90: ## [TASKS="libero_90:0 libero_90:7"] [EPISODES=10]: checkpoints/libero90 on this CPU
+	$(MAKE) eval-checkpoint CKPT=checkpoints/libero90 MAX_STEPS=$(or $(MAX_STEPS),600)
 
 # The execution-length lesson at scale: one checkpoint, exec.steps 8/16/32/64 (eval and report rerun only);
 # `make compare` then sets them side by side (success vs exec.steps, Wilson intervals).

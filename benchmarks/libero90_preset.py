@@ -134,6 +134,7 @@ def main() -> None:
     ap.add_argument("--host", type=Path, default=None, help="host facts JSON (when not run on the host)")
     ap.add_argument("--merge", type=Path, default=None, help="write into this JSON's 'preset' key")
     ap.add_argument("--label", default="preset")
+    ap.add_argument("--seed", type=int, default=None, help="merge as seeds.<N> (train.seed)")
     a = ap.parse_args()
     fps = a.flops_per_sample
     if fps is None and (a.run / "models" / "config.json").exists():
@@ -144,7 +145,13 @@ def main() -> None:
         a.out.write_text(json.dumps(res, indent=1) + "\n")
     if a.merge:
         doc = json.loads(a.merge.read_text()) if a.merge.exists() else {}
-        doc[a.label] = res
+        if a.seed is None:
+            doc[a.label] = res
+        else:  # one entry per training seed: its mean success and the wall time of its whole run
+            ev = json.loads((a.run / "metrics" / "eval.json").read_text())
+            res["mean_success"] = ev["overall"]["mean_task_success_rate"]
+            res["episodes_per_task"] = ev["eval"]["episodes_per_task"]
+            doc.setdefault("seeds", {})[str(a.seed)] = res
         a.merge.write_text(json.dumps(doc, indent=1) + "\n")
     print(json.dumps({k: res[k] for k in ("stage_wall_s", "sum_of_stages_min", "train", "eval")}, indent=1))
 

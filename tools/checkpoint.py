@@ -42,6 +42,7 @@ def cmd_eval(a: argparse.Namespace) -> None:
             policy="learned",
             tasks=a.tasks or "from_data",
             episodes_per_task=a.episodes,
+            **({"max_steps": a.max_steps} if a.max_steps else {}),
             workers=a.workers,
             videos_success=0,
             videos_failure=a.videos,
@@ -50,6 +51,8 @@ def cmd_eval(a: argparse.Namespace) -> None:
         )
     )
     xp = load_params("exec")
+    if a.exec_steps:  # the execution-length lesson on a fixed checkpoint: only this changes between runs
+        xp = type(xp).model_validate({**xp.model_dump(), "steps": a.exec_steps})  # checked as params.yaml is
     out = Path(a.out or ROOT / "metrics" / "checkpoints" / f"{ckpt.name}.json")
     m = evaluate(ep, xp, ckpt, ckpt / "stats.json", ckpt, ROOT / "data" / "eval_checkpoints" / ckpt.name)
     m["checkpoint"] = {"path": str(ckpt), "manifest": manifest}
@@ -84,6 +87,8 @@ def main() -> None:
     v.add_argument("--tasks", nargs="*", default=None, help="task selections (default: its training tasks)")
     v.add_argument("--episodes", type=int, default=10, help="per task: official init states 0..n-1")
     v.add_argument("--workers", type=int, default=2)
+    v.add_argument("--max-steps", type=int, default=None, help="default: eval.max_steps")
+    v.add_argument("--exec-steps", type=int, default=None, help="default: exec.steps")
     v.add_argument("--videos", type=int, default=0, help="failure videos per task")
     v.add_argument("--grounding-inits", type=int, default=0, help="language grounding (eval.grounding_inits)")
     v.add_argument("--out", type=Path, default=None, help="default metrics/checkpoints/NAME.json")
