@@ -2,12 +2,14 @@
 
     python tools/checkpoint.py export --models models --stats data/scaled/stats.json --out checkpoints/NAME
     python tools/checkpoint.py eval checkpoints/NAME --tasks libero_90:0 libero_90:5 --episodes 10
+    python tools/checkpoint.py agree metrics/checkpoints/NAME.json benchmarks/results/libero90_s0/eval.json
 
 `eval` checks the folder against its manifest (sha256 per file) and the config against the weights and stats,
 then runs the eval stage's own `evaluate` (LIBERO's protocol: episode i from official init state i mod 50)
 with exec/eval settings from params.yaml, the policy on the CPU, and writes metrics/checkpoints/NAME.json
 (per task and overall success with Wilson intervals, where it was measured). Make targets:
-`export-checkpoint`, `eval-checkpoint`, `eval-libero90`.
+`export-checkpoint`, `eval-checkpoint`, `eval-libero90`. `agree` sets such a check beside the claimed run's
+metrics/eval.json: per task and pooled over the checked tasks, each rate against the other's Wilson interval.
 """
 
 from __future__ import annotations
@@ -71,6 +73,53 @@ def cmd_eval(a: argparse.Namespace) -> None:
     print(f"overall {o['successes']}/{o['n']} = {o['success_rate']:.1%} -> {out}")
 
 
+def agreement(check: dict, claim: dict) -> dict:
+    """Per task and pooled: the two rates, their Wilson 95% intervals, and whether each rate lies inside the
+    other's interval (the two agree within sampling error at these episode counts)."""
+    from libero_dp.metrics import rate_summary
+
+    def row(a: dict, b: dict) -> dict:
+        ra, rb = rate_summary(a["successes"], a["n"]), rate_summary(b["successes"], b["n"])
+        inside = (
+            rb["wilson95"][0] <= ra["success_rate"] <= rb["wilson95"][1]
+            and ra["wilson95"][0] <= rb["success_rate"] <= ra["wilson95"][1]
+        )
+        return {"check": ra, "claim": rb, "agree": inside}
+
+    missing = sorted(set(check["tasks"]) - set(claim["tasks"]))
+    if missing:
+        raise ValueError(f"claimed run's eval.json field 'tasks' lacks the checked tasks {missing}")
+    tasks = {t: row(check["tasks"][t], claim["tasks"][t]) for t in check["tasks"]}
+
+    def summed(d: dict) -> dict:
+        return {k: sum(d["tasks"][t][k] for t in tasks) for k in ("successes", "n")}
+
+    pooled = row(summed(check), summed(claim))
+    return {
+        "tasks": tasks,
+        "pooled": pooled,
+        "all_agree": pooled["agree"] and all(r["agree"] for r in tasks.values()),
+    }
+
+
+def cmd_agree(a: argparse.Namespace) -> None:
+    import json
+
+    res = agreement(json.loads(a.check.read_text()), json.loads(a.claim.read_text()))
+    res.update(check_file=str(a.check), claim_file=str(a.claim))
+    for name, r in [*res["tasks"].items(), ("pooled", res["pooled"])]:
+        c, g = r["check"], r["claim"]
+        lo_c, hi_c = c["wilson95"]
+        lo_g, hi_g = g["wilson95"]
+        print(
+            f"{name}: check {c['successes']}/{c['n']} [{lo_c:.1%}, {hi_c:.1%}] vs claim "
+            f"{g['successes']}/{g['n']} [{lo_g:.1%}, {hi_g:.1%}]: {'agree' if r['agree'] else 'DISAGREE'}"
+        )
+    if a.out:
+        write_json(a.out, res)
+    print("all agree" if res["all_agree"] else "not all agree")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -93,6 +142,11 @@ def main() -> None:
     v.add_argument("--grounding-inits", type=int, default=0, help="language grounding (eval.grounding_inits)")
     v.add_argument("--out", type=Path, default=None, help="default metrics/checkpoints/NAME.json")
     v.set_defaults(fn=cmd_eval)
+    g = sub.add_parser("agree", help="a checkpoint's CPU check beside the claimed run's per-task rates")
+    g.add_argument("check", type=Path, help="metrics/checkpoints/NAME.json from `eval`")
+    g.add_argument("claim", type=Path, help="the claimed run's metrics/eval.json")
+    g.add_argument("--out", type=Path, default=None)
+    g.set_defaults(fn=cmd_agree)
     a = ap.parse_args()
     a.fn(a)
 
