@@ -5,7 +5,8 @@
 #   source <bundle prefix>/env.sh                      # after tools/install_bundle.sh
 #   bash tools/libero90_host.sh start N=20 STEPS=6000   # copy the repo to $WORK, start the preset there
 #   bash tools/libero90_host.sh wait 540                # up to 540 s: the stage reached, the log's tail
-#   bash tools/libero90_host.sh pack "$OUT"             # metrics, dvc.lock, params, report, log -> one tarball
+#   bash tools/libero90_host.sh pack "$OUT"             # metrics, dvc.lock, params, report, log -> one tarball,
+#                                                       # and the DVC experiments as a git bundle
 #   bash tools/libero90_host.sh export "$OUT" libero90  # the trained policy as checkpoints/libero90 (bf16 EMA,
 #                                                       # <= 64 MiB) in 15 MiB parts: a call brings back <= 16 MiB
 #                                                       # a file; `cat libero90.tar.part-* | tar -x` rejoins it
@@ -80,6 +81,12 @@ case "$cmd" in
     cd "$WORK"
     files=(params.yaml dvc.lock metrics reports/summary.md reports/index.html .host)
     tar -czf "$out/$(basename "$WORK")_results.tgz" --ignore-failed-read "${files[@]}" 2>/dev/null || true
+    # the DVC experiments (params, dvc.lock, metrics per run) as a git bundle on top of the copy's HEAD: at home
+    # `git fetch <bundle> 'refs/exps/*:refs/exps/*'` and `dvc exp show` lists the host's runs beside the others
+    mapfile -t exps < <(git for-each-ref --format='%(refname)' refs/exps | grep -v '^refs/exps/exec/' || true)
+    if [ ${#exps[@]} -gt 0 ]; then
+      git bundle create "$out/$(basename "$WORK")_exps.bundle" "${exps[@]}" ^HEAD || echo "no experiment beyond HEAD"
+    fi
     ls -la "$out"
     ;;
   export)
