@@ -79,7 +79,8 @@ case "$cmd" in
   pack)
     out=${1:?pack DIR}
     cd "$WORK"
-    files=(params.yaml dvc.lock metrics reports/summary.md reports/index.html .host)
+    files=(params.yaml dvc.lock metrics reports/summary.md reports/index.html mlflow.db .host)  # mlflow.db: the runs
+    # as MLflow logged them (MLFLOW_TRACKING_URI=sqlite:///<that file> make compare reads them at home)
     tar -czf "$out/$(basename "$WORK")_results.tgz" --ignore-failed-read "${files[@]}" 2>/dev/null || true
     # the DVC experiments (params, dvc.lock, metrics per run) as a git bundle on top of the copy's HEAD: at home
     # `git fetch <bundle> 'refs/exps/*:refs/exps/*'` and `dvc exp show` lists the host's runs beside the others
