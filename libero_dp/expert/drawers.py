@@ -143,17 +143,13 @@ class PullJoint(E.PushJoint):  # a PushJoint subclass so Expert records `stuck` 
         self.offset = scene.eef_pos - np.asarray(self.handle(scene))  # hand relative to the handle
         self.prog: list[float] = []
 
+    def no_progress(self) -> bool:
+        """The joint moved less than 2 mm over the last 15 steps (after the first 25)."""
+        return len(self.prog) > 25 and abs(self.prog[-1] - self.prog[-16]) < 0.002
+
     def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
-        self.prog.append(self.progress(scene))
-        if self.done(scene):
-            self.after += 1
-            if self.after > self.extra:
-                return None
-        stalled = len(self.prog) > 25 and abs(self.prog[-1] - self.prog[-16]) < 0.002
-        if self.t >= self.max_steps or stalled:
-            self.stuck = True
+        if self.ended(scene):
             return None
-        self.t += 1
         goal = np.asarray(self.handle(scene)) + self.offset - np.array([0.0, 0.0, self.press])
         err = goal - scene.eef_pos
         along = float(err @ self.pull_dir)
@@ -241,6 +237,18 @@ def pinch_pitch(scene: Scene, grasp: np.ndarray, pull: np.ndarray, others: list[
     return float(np.deg2rad(pitches[-1]))
 
 
+def _drawer_motion(scene: Scene, region: str, pred: str) -> tuple[str, object, int, float, np.ndarray]:
+    """(joint, site object, joint id, joint position now, horizontal direction the hand moves the drawer
+    in) for `pred` "open" or "close": toward the middle of the parent's default open or close range."""
+    joint, site_obj = _slide_joint(scene, region, pred)
+    jid = scene.model.joint_name2id(joint)
+    parent = scene.inner.get_object(site_obj.parent_name)
+    q_goal = float(np.mean(parent.object_properties["articulation"][f"default_{pred}_ranges"]))
+    q0 = scene.joint_q(joint)
+    axis = np.array(scene.data.xaxis[jid])
+    return joint, site_obj, jid, q0, E._horizontal(np.sign(q_goal - q0) * axis)
+
+
 def plan_open_drawer(scene: Scene, region: str, fit: str | None = None) -> list[E.Skill]:
     """Turn the hand to face the cabinet (fingers vertical), pinch the handle bar, pull, release, back off;
     a handle too near the table for that (a bottom drawer) is hooked instead (`plan_hook_drawer`).
@@ -249,14 +257,8 @@ def plan_open_drawer(scene: Scene, region: str, fit: str | None = None) -> list[
     its length along the pull). Fully open, libero_goal's top drawer hangs over the bowl beside it, and no
     grasp of the bowl's rim clears the drawer's front.
     """
-    joint, site_obj = _slide_joint(scene, region, "open")
+    joint, site_obj, jid, q0, pull = _drawer_motion(scene, region, "open")
     m = scene.model
-    jid = m.joint_name2id(joint)
-    parent = scene.inner.get_object(site_obj.parent_name)
-    q_open = float(np.mean(parent.object_properties["articulation"]["default_open_ranges"]))
-    q0 = scene.joint_q(joint)
-    axis = np.array(scene.data.xaxis[jid])
-    pull = E._horizontal(np.sign(q_open - q0) * axis)
     bar = handle_geoms(scene, int(m.jnt_bodyid[jid]), pull)
 
     def bar_centre(s: Scene) -> np.ndarray:
@@ -337,14 +339,8 @@ class PushJointPose(E.PushJoint):
 def plan_close_drawer(scene: Scene, region: str) -> list[E.Skill]:
     """The core push plan (approach above the handle, descend in front of it, push, back off) with the wrist
     on the robot side: with the other yaw the forearm reached over the cabinet and jammed on it."""
-    joint, site_obj = _slide_joint(scene, region, "close")
+    joint, site_obj, jid, _, push_dir = _drawer_motion(scene, region, "close")
     m = scene.model
-    jid = m.joint_name2id(joint)
-    parent = scene.inner.get_object(site_obj.parent_name)
-    q_close = float(np.mean(parent.object_properties["articulation"]["default_close_ranges"]))
-    q0 = scene.joint_q(joint)
-    axis = np.array(scene.data.xaxis[jid])
-    push_dir = E._horizontal(np.sign(q_close - q0) * axis)
     across = np.array([-push_dir[1], push_dir[0], 0.0])
     # fingers tilted toward the cabinet: the wrist stays behind the hand (pointing straight down, the
     # wrist of a hand closing a bottom drawer hits the cabinet top's front edge)
