@@ -10,7 +10,9 @@ pick_place     settle, hover/descend/grasp/lift/carry/lower/release/retreat, fre
 object_grasps  grasp modes and data for handles and wide rims (pans, mugs, moka pots): OBJECT_SPECS
 objects        those objects' pick-and-place, table regions, a spot each for objects sharing a region
 shelves        a pan slid into a closed shelf layer, a bottle laid on a sloped rack board
-books          books into caddy compartments and shelf slots
+books          books into caddy compartments (and which book plan applies)
+book_slots     books into shelf layers from the open side; the slot geometry other insertions share
+book_frame     a book's box frame and grasp, the In() check, a hold skill
 drawers        open (pinch-pull, or hook-pull under a low handle) and close (push) slide-jointed drawers
 hinges         stove knobs (grasp and turn), and the hinge geometry the doors share
 doors          hinged doors (push / pull along the arc)

@@ -13,7 +13,7 @@ import numpy as np
 
 from libero_dp.expert import core as E
 from libero_dp.expert import object_grasps as OG
-from libero_dp.expert.books import _pitched_rot
+from libero_dp.expert.book_slots import _pitched_rot
 
 #: hand pitched PITCH below horizontal: its body's top face rises behind the grip site and passes the
 #: roof's front edge ~2 cm behind it (measured on the 45-degree pose), plus a margin

@@ -11,7 +11,7 @@ import numpy as np
 
 from libero_dp.expert import core as E
 from libero_dp.expert import pick_place as P
-from libero_dp.expert.books import Slot, _pitched_rot
+from libero_dp.expert.book_slots import Slot, _pitched_rot
 from libero_dp.expert.object_grasps import ObjGraspSpec, _handle_dir, choose_grasp
 
 
