@@ -14,6 +14,7 @@ books          books into caddy compartments (and which book plan applies)
 book_slots     books into shelf layers from the open side; the slot geometry other insertions share
 book_frame     a book's box frame and grasp, the In() check, a hold skill
 drawers        open (pinch-pull, or hook-pull under a low handle) and close (push) slide-jointed drawers
+drawer_skills  the drawer moves: wrist-side pose, pull a grasped handle, push holding a pose
 hinges         stove knobs (grasp and turn), and the hinge geometry the doors share
 doors          hinged doors (push / pull along the arc)
 planners       which module handles which goal (fills core.PLANNERS)
