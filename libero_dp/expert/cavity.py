@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from libero_dp.expert import core as E
-from libero_dp.expert import objects as O
+from libero_dp.expert import object_grasps as OG
+from libero_dp.expert.book_slots import _pitched_rot
 
 #: hand pitched PITCH below horizontal: its body's top face rises behind the grip site and passes the
 #: roof's front edge ~2 cm behind it (measured on the 45-degree pose), plus a margin
@@ -73,7 +74,7 @@ def _handle_bar(scene: E.Scene, obj: str, hdir: np.ndarray) -> tuple[np.ndarray,
 
 def applies(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) -> bool:
     """A handled mug into a region under a roof too low for a hand above it, handle toward the opening."""
-    if not (isinstance(spec, O.ObjGraspSpec) and spec.mode == "rim_local"):
+    if not (isinstance(spec, OG.ObjGraspSpec) and spec.mode == "rim_local"):
         return False
     site = scene.inner.object_sites_dict.get(target)
     parent = getattr(site, "parent_name", None)
@@ -84,9 +85,9 @@ def applies(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) -> bool:
         return False
     d_in, _, floor, roof = cav
     lo, hi = scene.aabb(obj)
-    if roof - floor > float(hi[2] - lo[2]) + O.HAND_Z[1]:
+    if roof - floor > float(hi[2] - lo[2]) + OG.HAND_Z[1]:
         return False  # room for a hand above the object: the usual plan
-    hdir = O._handle_dir(scene, obj, spec)
+    hdir = OG._handle_dir(scene, obj, spec)
     return float(hdir @ -d_in) > np.cos(np.deg2rad(HANDLE_TOL))
 
 
@@ -98,13 +99,13 @@ def plan(scene: E.Scene, obj: str, target: str, spec: E.GraspSpec) -> list[E.Ski
     cav = _cavity(scene, target, parent)
     assert cav is not None
     d_in, plane, floor, _ = cav
-    assert isinstance(spec, O.ObjGraspSpec)
-    hdir = O._handle_dir(scene, obj, spec)
+    assert isinstance(spec, OG.ObjGraspSpec)
+    hdir = OG._handle_dir(scene, obj, spec)
     bar, bar_lo, bar_hi = _handle_bar(scene, obj, hdir)
     perp = np.array([hdir[1], -hdir[0], 0.0])
     # pitched down: the hand body rides above the other objects behind the mug and clears the table
     approach = np.cos(PITCH) * -E._horizontal(hdir) + np.sin(PITCH) * np.array([0.0, 0.0, -1.0])
-    rots = [O._pitched_rot(f, approach) for f in (perp, -perp)]
+    rots = [_pitched_rot(f, approach) for f in (perp, -perp)]
     rot = min(rots, key=lambda r: np.linalg.norm(E.rot_to_axis_angle(r @ scene.eef_mat.T)))
     grip = np.array([bar[0], bar[1], 0.5 * (bar_lo + bar_hi)])
     pre = grip - STANDOFF * approach

@@ -32,16 +32,14 @@ with link6 toward the robot base (or up) is used (`wrist_rot`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from libero_dp.expert import core as E
+from libero_dp.expert.drawer_skills import PullJoint, PushJointPose, move_to_pose, wrist_rot
 
 Scene = E.Scene
-Limits = E.Limits
-RotTarget = Callable[[Scene], np.ndarray]
 
 HAND_HALF_LENGTH = 0.105  # Panda hand collision mesh, half extent along the finger axis
 TABLE_CLEARANCE = 0.01
@@ -49,121 +47,6 @@ PULL_PITCH_DEG = 30.0  # approach this far below horizontal when pinching a hand
 #: flatter pitches, tried in turn when the pitched hand would hit the cabinet above (the next drawer's handle)
 PULL_PITCH_FALLBACK_DEG = (15.0, 0.0)
 PUSH_TILT_DEG = 45.0  # closed fingers tilted this far from vertical toward the cabinet when pushing
-
-
-def pose_rotation(approach: np.ndarray, finger_axis: np.ndarray) -> np.ndarray:
-    """Grip-site rotation with z = approach direction and x = finger (closing) axis."""
-    z = np.asarray(approach, dtype=np.float64)
-    z = z / np.linalg.norm(z)
-    x = np.asarray(finger_axis, dtype=np.float64)
-    x = x - (x @ z) * z
-    x = x / np.linalg.norm(x)
-    return np.column_stack([x, np.cross(z, x), z])
-
-
-WRIST_SIDE = -0.088  # Panda link6 sits this far along the grip site's y axis (and 20 cm behind it)
-
-
-def wrist_rot(scene: Scene, approach: np.ndarray, finger_axis: np.ndarray) -> np.ndarray:
-    """Of the two equivalent grasps (+/- finger axis), the one whose wrist (link6) is on the robot-base side.
-
-    The other one puts the forearm over the cabinet (link5 hit the cabinet while closing a bottom drawer)
-    or into fixtures beside the hand (link6 hit the wine rack while pulling).
-    """
-    base = scene.body_pos("robot0_base")
-    cands = [pose_rotation(approach, finger_axis), pose_rotation(approach, -np.asarray(finger_axis))]
-    prefer = E._horizontal(base - scene.eef_pos) + np.array([0.0, 0.0, 1.0])  # toward the base, or up
-    return max(cands, key=lambda r: float(WRIST_SIDE * r[:, 1] @ prefer))
-
-
-def move_to_pose(
-    name: str,
-    target: E.Target,
-    approach: np.ndarray,
-    finger_axis: np.ndarray,
-    gripper: float,
-    free_cap: float | None = None,
-    **kw: object,
-) -> E.MovePose:
-    """The core MovePose with the hand along `approach`, fingers along `finger_axis`, wrist on the robot side.
-
-    `free_cap` (default: E.FREE.caps by phase name) gives travel phases (approach, retreat) the free-space
-    speed profile, as in pick-and-place.
-    """
-    approach, finger_axis = np.asarray(approach), np.asarray(finger_axis)
-    return E.MovePose(
-        name,
-        target,
-        lambda s: wrist_rot(s, approach, finger_axis),
-        gripper,
-        free_cap=free_cap if free_cap is not None else E.FREE.caps.get(name),
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-class PullJoint(E.PushJoint):  # a PushJoint subclass so Expert records `stuck` as articulation_stuck
-    """Pull a grasped handle along the slide axis until the goal predicate holds (then `extra_steps`).
-
-    The hand leads the grasp point along `pull_dir`; cross-axis errors are corrected toward where the
-    grasp started relative to the handle. `stuck` is set when the joint stops moving before the goal.
-    """
-
-    name = "pull"
-
-    def __init__(
-        self,
-        handle: E.Target,
-        pull_dir: np.ndarray,
-        rot: RotTarget,
-        done: Callable[[Scene], bool],
-        progress: Callable[[Scene], float],
-        extra_steps: int = 3,
-        max_steps: int = 120,
-        lead: float = 0.03,
-        cap: float = 0.5,
-        press: float = 0.0,
-    ) -> None:
-        E.Skill.__init__(self)
-        self.handle, self.pull_dir, self.rot_fn = handle, np.asarray(pull_dir), rot
-        self.done, self.progress, self.extra, self.max_steps, self.lead = (
-            done,
-            progress,
-            extra_steps,
-            max_steps,
-            lead,
-        )
-        self.cap = cap  # pull speed (position action)
-        self.press = press  # hold the hand this far below its start height relative to the handle (a hook)
-        self.free_cap = cap  # lets Expert._smooth pass it (the default clip is 0.3)
-        self.after = 0
-        self.stuck = False
-
-    def start(self, scene: Scene) -> None:
-        self.rot = self.rot_fn(scene)
-        self.offset = scene.eef_pos - np.asarray(self.handle(scene))  # hand relative to the handle
-        self.prog: list[float] = []
-
-    def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
-        self.prog.append(self.progress(scene))
-        if self.done(scene):
-            self.after += 1
-            if self.after > self.extra:
-                return None
-        stalled = len(self.prog) > 25 and abs(self.prog[-1] - self.prog[-16]) < 0.002
-        if self.t >= self.max_steps or stalled:
-            self.stuck = True
-            return None
-        self.t += 1
-        goal = np.asarray(self.handle(scene)) + self.offset - np.array([0.0, 0.0, self.press])
-        err = goal - scene.eef_pos
-        along = float(err @ self.pull_dir)
-        cross = err - along * self.pull_dir
-        a = (cross + (along + self.lead) * self.pull_dir) / E.POS_SCALE
-        m = float(np.max(np.abs(a)))
-        if m > self.cap:
-            a *= self.cap / m
-        rot_a, _ = E._rot_action(self.rot, scene.eef_mat, lim)
-        return np.concatenate([a, rot_a, [1.0]])
 
 
 def _slide_joint(scene: Scene, region: str, pred: str) -> tuple[str, object]:
@@ -241,6 +124,18 @@ def pinch_pitch(scene: Scene, grasp: np.ndarray, pull: np.ndarray, others: list[
     return float(np.deg2rad(pitches[-1]))
 
 
+def _drawer_motion(scene: Scene, region: str, pred: str) -> tuple[str, object, int, float, np.ndarray]:
+    """(joint, site object, joint id, joint position now, horizontal direction the hand moves the drawer
+    in) for `pred` "open" or "close": toward the middle of the parent's default open or close range."""
+    joint, site_obj = _slide_joint(scene, region, pred)
+    jid = scene.model.joint_name2id(joint)
+    parent = scene.inner.get_object(site_obj.parent_name)
+    q_goal = float(np.mean(parent.object_properties["articulation"][f"default_{pred}_ranges"]))
+    q0 = scene.joint_q(joint)
+    axis = np.array(scene.data.xaxis[jid])
+    return joint, site_obj, jid, q0, E._horizontal(np.sign(q_goal - q0) * axis)
+
+
 def plan_open_drawer(scene: Scene, region: str, fit: str | None = None) -> list[E.Skill]:
     """Turn the hand to face the cabinet (fingers vertical), pinch the handle bar, pull, release, back off;
     a handle too near the table for that (a bottom drawer) is hooked instead (`plan_hook_drawer`).
@@ -249,14 +144,8 @@ def plan_open_drawer(scene: Scene, region: str, fit: str | None = None) -> list[
     its length along the pull). Fully open, libero_goal's top drawer hangs over the bowl beside it, and no
     grasp of the bowl's rim clears the drawer's front.
     """
-    joint, site_obj = _slide_joint(scene, region, "open")
+    joint, site_obj, jid, q0, pull = _drawer_motion(scene, region, "open")
     m = scene.model
-    jid = m.joint_name2id(joint)
-    parent = scene.inner.get_object(site_obj.parent_name)
-    q_open = float(np.mean(parent.object_properties["articulation"]["default_open_ranges"]))
-    q0 = scene.joint_q(joint)
-    axis = np.array(scene.data.xaxis[jid])
-    pull = E._horizontal(np.sign(q_open - q0) * axis)
     bar = handle_geoms(scene, int(m.jnt_bodyid[jid]), pull)
 
     def bar_centre(s: Scene) -> np.ndarray:
@@ -308,43 +197,11 @@ def plan_open_drawer(scene: Scene, region: str, fit: str | None = None) -> list[
     ]
 
 
-class PushJointPose(E.PushJoint):
-    """PushJoint holding a given orientation (the core one re-picks the nearest down pose), at speed `cap`."""
-
-    def __init__(self, rot: RotTarget, *args: object, cap: float = 0.5, **kw: object) -> None:
-        super().__init__(*args, **kw)  # type: ignore[arg-type]
-        self.rot_fn, self.cap = rot, cap
-        self.free_cap = cap  # lets Expert._smooth pass it (the default clip is 0.3)
-
-    def start(self, scene: Scene) -> None:
-        super().start(scene)
-        self.rot = self.rot_fn(scene)
-
-    def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
-        a = super().step(scene, lim)
-        if a is None:
-            return None
-        # re-scale the parent's (lim-capped) push direction to this skill's speed
-        goal = np.asarray(self.contact(scene))
-        err = goal - scene.eef_pos
-        along = float(err @ self.push_dir)
-        v = (err - along * self.push_dir + (along + 0.03) * self.push_dir) / E.POS_SCALE
-        m = float(np.max(np.abs(v)))
-        a[:3] = v * (self.cap / m) if m > self.cap else v
-        return a
-
-
 def plan_close_drawer(scene: Scene, region: str) -> list[E.Skill]:
     """The core push plan (approach above the handle, descend in front of it, push, back off) with the wrist
     on the robot side: with the other yaw the forearm reached over the cabinet and jammed on it."""
-    joint, site_obj = _slide_joint(scene, region, "close")
+    joint, site_obj, jid, _, push_dir = _drawer_motion(scene, region, "close")
     m = scene.model
-    jid = m.joint_name2id(joint)
-    parent = scene.inner.get_object(site_obj.parent_name)
-    q_close = float(np.mean(parent.object_properties["articulation"]["default_close_ranges"]))
-    q0 = scene.joint_q(joint)
-    axis = np.array(scene.data.xaxis[jid])
-    push_dir = E._horizontal(np.sign(q_close - q0) * axis)
     across = np.array([-push_dir[1], push_dir[0], 0.0])
     # fingers tilted toward the cabinet: the wrist stays behind the hand (pointing straight down, the
     # wrist of a hand closing a bottom drawer hits the cabinet top's front edge)

@@ -9,7 +9,17 @@
 
 from __future__ import annotations
 
-from libero_dp.expert import books, cavity, doors, drawer_room, drawers, hinges, objects, pick_place
+from libero_dp.expert import (
+    books,
+    cavity,
+    doors,
+    drawer_room,
+    drawers,
+    hinges,
+    object_grasps,
+    objects,
+    pick_place,
+)
 from libero_dp.expert import core as E
 from libero_dp.expert.core import order_goals
 
@@ -87,7 +97,7 @@ def plan_close(ex: E.Expert, scene: E.Scene, args: tuple[str, ...]) -> list[E.Sk
     return drawers.plan_close_drawer(scene, args[0])
 
 
-E.GRASP_SPECS.update(objects.OBJECT_SPECS)
+E.GRASP_SPECS.update(object_grasps.OBJECT_SPECS)
 E.GRASP_SPECS.update(books.BOOK_SPECS)
 E.PLANNERS.update(
     {

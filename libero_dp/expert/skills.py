@@ -262,16 +262,27 @@ class PushJoint(Skill):
         self.rot = _nearest_finger_rot(self.axis, scene.eef_mat)
         self.prog: list[float] = []
 
-    def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
+    def no_progress(self) -> bool:
+        """Whether the joint stopped moving short of the goal (a push relies on `max_steps` alone)."""
+        return False
+
+    def ended(self, scene: Scene) -> bool:
+        """Record this step's progress and count the step; True once the skill is over: `extra_steps` after
+        the goal first holds, or stuck (`max_steps` used up, or `no_progress`). Shared by the joint skills."""
         self.prog.append(self.progress(scene))
         if self.done(scene):
             self.after += 1
             if self.after > self.extra:
-                return None
-        if self.t >= self.max_steps:
+                return True
+        if self.t >= self.max_steps or self.no_progress():
             self.stuck = True
-            return None
+            return True
         self.t += 1
+        return False
+
+    def step(self, scene: Scene, lim: Limits) -> np.ndarray | None:
+        if self.ended(scene):
+            return None
         pos = scene.eef_pos
         goal = np.asarray(self.contact(scene))
         err = goal - pos
