@@ -15,8 +15,6 @@ import numpy as np
 
 from libero_dp.expert import core as E
 
-ROBOT_PREFIXES = ("robot0_", "gripper0_", "mount0_")
-
 
 @dataclass(frozen=True)
 class FingerBox:
@@ -45,14 +43,8 @@ def oriented_boxes(scene: E.Scene, obj: str, centre: np.ndarray, near: float = 0
     """Each collision geom's own (oriented) bounding box reaching within `near` of `centre` (horizontally),
     less `obj`'s and the robot's."""
     m, d = scene.model, scene.data
-    own = {int(m.geom_bodyid[g]) for g in scene.subtree_geoms(scene.body_id(obj))}
     out = []
-    for g in range(m.ngeom):
-        if not (int(m.geom_contype[g]) or int(m.geom_conaffinity[g])):
-            continue
-        b = int(m.geom_bodyid[g])
-        if b in own or b == 0 or (m.body_id2name(b) or "").startswith(ROBOT_PREFIXES):
-            continue
+    for g in scene.obstacle_geoms(scene.subtree_bodies(scene.body_id(obj))):
         rot = np.array(d.geom_xmat[g]).reshape(3, 3)
         c = np.array(d.geom_xpos[g]) + rot @ m.geom_aabb[g, :3]
         half = np.array(m.geom_aabb[g, 3:])

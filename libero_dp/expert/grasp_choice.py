@@ -18,21 +18,6 @@ import numpy as np
 from libero_dp.expert import core as E
 from libero_dp.expert import fingers
 
-ROBOT_PREFIXES = ("robot0_", "gripper0_", "mount0_")
-
-
-def _subtree_bodies(scene: E.Scene, body: int) -> set[int]:
-    m = scene.model
-    out = {body}
-    for b in range(m.nbody):
-        p = b
-        while p not in (0, body):
-            p = int(m.body_parentid[p])
-        if p == body:
-            out.add(b)
-    return out
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Hand footprint: descend with the hand turned, clear of fixtures above the object
 # ----------------------------------------------------------------------------------------------------------
@@ -57,17 +42,7 @@ HAND = HandBox()
 def hand_boxes(scene: E.Scene, obj: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per-geom AABBs of everything the hand could hit (fixtures too: a drawer's handle bar is one geom of
     the cabinet, whose whole-body box would hide where the gaps are)."""
-    m = scene.model
-    skip = _subtree_bodies(scene, scene.body_id(obj))
-    out = []
-    for g in range(m.ngeom):
-        if not (int(m.geom_contype[g]) or int(m.geom_conaffinity[g])):
-            continue
-        b = int(m.geom_bodyid[g])
-        if b in skip or b == 0 or (m.body_id2name(b) or "").startswith(ROBOT_PREFIXES):
-            continue
-        out.append(scene.geoms_aabb([g]))
-    return out
+    return [scene.geoms_aabb([g]) for g in scene.obstacle_geoms(scene.subtree_bodies(scene.body_id(obj)))]
 
 
 def hand_hits(

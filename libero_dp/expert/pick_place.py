@@ -23,8 +23,6 @@ from libero_dp.expert import core as E
 from libero_dp.expert import drawers, overhang, tipping
 from libero_dp.expert.grasp_choice import (
     HAND,
-    ROBOT_PREFIXES,
-    _subtree_bodies,
     approach_axes,
     choose_grasp,
     hand_boxes,
@@ -77,17 +75,11 @@ def max_object_speed(scene: E.Scene) -> float:
 def surface_below(scene: E.Scene, xy: np.ndarray, below_z: float, exclude: set[str]) -> float:
     """Top of the highest static or object geom under `xy` whose top is below `below_z` (a table region's
     support: table bodies are named differently per scene and are not bddl objects)."""
-    m = scene.model
     skip = {
-        b for n in exclude if n in scene.inner.obj_body_id for b in _subtree_bodies(scene, scene.body_id(n))
+        b for n in exclude if n in scene.inner.obj_body_id for b in scene.subtree_bodies(scene.body_id(n))
     }
     best = -np.inf
-    for g in range(m.ngeom):
-        if not (int(m.geom_contype[g]) or int(m.geom_conaffinity[g])):
-            continue
-        b = int(m.geom_bodyid[g])
-        if b in skip or (m.body_id2name(b) or "").startswith(ROBOT_PREFIXES):
-            continue
+    for g in scene.obstacle_geoms(skip, world=True):
         lo, hi = scene.geoms_aabb([g])
         if lo[0] <= xy[0] <= hi[0] and lo[1] <= xy[1] <= hi[1] and hi[2] < below_z:
             best = max(best, float(hi[2]))

@@ -51,6 +51,9 @@ def _horizontal(v: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------
 
 
+ROBOT_PREFIXES = ("robot0_", "gripper0_", "mount0_")  # body names of the arm, hand and mount
+
+
 class Scene:
     """Reads poses from the live sim. `env.sim` is re-read on every access: resets rebuild the MjSim."""
 
@@ -101,6 +104,32 @@ class Scene:
                 b = int(m.body_parentid[b])
             if b == body and (int(m.geom_contype[g]) or int(m.geom_conaffinity[g])):
                 out.append(g)
+        return out
+
+    def subtree_bodies(self, body: int) -> set[int]:
+        """`body` and its descendants."""
+        m = self.model
+        out = {body}
+        for b in range(m.nbody):
+            p = b
+            while p not in (0, body):
+                p = int(m.body_parentid[p])
+            if p == body:
+                out.add(b)
+        return out
+
+    def obstacle_geoms(self, skip: set[int], world: bool = False) -> list[int]:
+        """Collision geoms the hand or a carried object could meet: all but the bodies in `skip`, the robot's
+        and (unless `world`) the world body's."""
+        m = self.model
+        out = []
+        for g in range(m.ngeom):
+            if not (int(m.geom_contype[g]) or int(m.geom_conaffinity[g])):
+                continue
+            b = int(m.geom_bodyid[g])
+            if b in skip or (b == 0 and not world) or (m.body_id2name(b) or "").startswith(ROBOT_PREFIXES):
+                continue
+            out.append(g)
         return out
 
     def geoms_aabb(self, geoms: list[int]) -> tuple[np.ndarray, np.ndarray]:
