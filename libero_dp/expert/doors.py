@@ -234,6 +234,15 @@ def _door_joints(scene: E.Scene, name: str) -> tuple[str, list[str]]:
     return name, hinge_joints(scene, name)
 
 
+def _hinge(ex: E.Expert, scene: E.Scene, name: str, verb: str) -> tuple[str, str, dict, DoorSpec]:
+    """(object, its first hinge joint, its articulation properties, its DoorSpec) for a door to `verb`."""
+    obj, joints = _door_joints(scene, name)
+    if not joints:
+        raise NotImplementedError(f"no hinge to {verb} on {name}")
+    art = scene.inner.get_object(obj).object_properties["articulation"]
+    return obj, joints[0], art, E.spec_for(DOOR_SPECS, ex.categories.get(obj, ""), DEFAULT_DOOR)
+
+
 def _door_state(scene: E.Scene, name: str, opening: bool) -> Callable[[E.Scene], bool]:
     state = scene.inner.object_states_dict[name]
     if opening:
@@ -278,12 +287,7 @@ def _push_arc_skills(
 
 def plan_close_hinge(ex: E.Expert, scene: E.Scene, name: str) -> list[E.Skill]:
     """Close a hinged door: approach its outer face, push it round the hinge to the stop, back off."""
-    obj, joints = _door_joints(scene, name)
-    if not joints:
-        raise NotImplementedError(f"no hinge to close on {name}")
-    joint = joints[0]
-    art = scene.inner.get_object(obj).object_properties["articulation"]
-    spec = E.spec_for(DOOR_SPECS, ex.categories.get(obj, ""), DEFAULT_DOOR)
+    obj, joint, art, spec = _hinge(ex, scene, name, "close")
     q_goal = max(art["default_close_ranges"])
     sign = float(np.sign(q_goal - scene.joint_q(joint))) or 1.0
     fr = door_frame(scene, joint)
@@ -319,12 +323,7 @@ def plan_open_hinge(ex: E.Expert, scene: E.Scene, name: str) -> list[E.Skill]:
     hinge (TurnGrasped) for `pull_frac` of the travel. Pulling all the way failed: the microwave's
     handle stands 5 cm off the door, and at q = -1.3 (Open's threshold) it is at the arm's reach
     limit. Pushing the inner face near the door's middle finishes 5 cm nearer the robot."""
-    obj, joints = _door_joints(scene, name)
-    if not joints:
-        raise NotImplementedError(f"no hinge to open on {name}")
-    joint = joints[0]
-    art = scene.inner.get_object(obj).object_properties["articulation"]
-    spec = E.spec_for(DOOR_SPECS, ex.categories.get(obj, ""), DEFAULT_DOOR)
+    obj, joint, art, spec = _hinge(ex, scene, name, "open")
     q0 = scene.joint_q(joint)
     q_goal = max(art["default_open_ranges"]) - spec.open_overshoot
     if min(art["default_open_ranges"]) > q0:  # opening means increasing q
