@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,15 @@ def test_agreement_within_wilson_intervals() -> None:
     assert not off["tasks"]["a"]["agree"] and off["tasks"]["b"]["agree"] and not off["all_agree"]
     with pytest.raises(ValueError, match="lacks the checked tasks"):
         agreement(_run({"c": (1, 2)}), _run({"a": (1, 2)}))
+
+
+@pytest.mark.parametrize(("option", "field"), [("--max-steps", "max_steps"), ("--exec-steps", "steps")])
+def test_a_bad_eval_option_is_an_error_naming_the_field(option: str, field: str) -> None:
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "checkpoint.py"), "eval", str(CKPT), option, "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode != 0 and "validation error" in r.stderr and f"\n{field}\n" in r.stderr
+    assert "eval learned" not in r.stderr  # failed before any episode

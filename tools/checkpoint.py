@@ -20,6 +20,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import BaseModel
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -34,27 +36,30 @@ def cmd_export(a: argparse.Namespace) -> None:
     print(f"{a.out}: {m['parameters'] / 1e6:.1f}M parameters, {m['dtype']}, {mib:.1f} MiB")
 
 
+def _with(params: BaseModel, **changes: object) -> BaseModel:
+    """`params` with `changes`, validated as params.yaml is: a bad option is an error naming the field."""
+    return type(params).model_validate({**params.model_dump(), **changes})
+
+
 def cmd_eval(a: argparse.Namespace) -> None:
     from libero_dp.evaluate import evaluate
 
     ckpt = Path(a.checkpoint)
     manifest = verify(ckpt)
-    ep = load_params("eval").model_copy(
-        update=dict(
-            policy="learned",
-            tasks=a.tasks or "from_data",
-            episodes_per_task=a.episodes,
-            **({"max_steps": a.max_steps} if a.max_steps else {}),
-            workers=a.workers,
-            videos_success=0,
-            videos_failure=a.videos,
-            weights="ema",
-            grounding_inits=a.grounding_inits,
-        )
+    ep = _with(
+        load_params("eval"),
+        policy="learned",
+        tasks=a.tasks or "from_data",
+        episodes_per_task=a.episodes,
+        workers=a.workers,
+        videos_success=0,
+        videos_failure=a.videos,
+        weights="ema",
+        grounding_inits=a.grounding_inits,
+        **({"max_steps": a.max_steps} if a.max_steps is not None else {}),
     )
-    xp = load_params("exec")
-    if a.exec_steps:  # the execution-length lesson on a fixed checkpoint: only this changes between runs
-        xp = type(xp).model_validate({**xp.model_dump(), "steps": a.exec_steps})  # checked as params.yaml is
+    # --exec-steps: the execution-length lesson on a fixed checkpoint (only this changes between runs)
+    xp = _with(load_params("exec"), **({"steps": a.exec_steps} if a.exec_steps is not None else {}))
     out = Path(a.out or ROOT / "metrics" / "checkpoints" / f"{ckpt.name}.json")
     m = evaluate(ep, xp, ckpt, ckpt / "stats.json", ckpt, ROOT / "data" / "eval_checkpoints" / ckpt.name)
     m["checkpoint"] = {"path": str(ckpt), "manifest": manifest}
