@@ -148,7 +148,7 @@ def main() -> None:
         if a.seed is None:
             doc[a.label] = res
         else:  # one entry per training seed: its mean success and the wall time of its whole run
-            ev = json.loads((a.run / "metrics" / "eval.json").read_text())
+            ev = _load(a.run, "eval")
             res["mean_success"] = ev["overall"]["mean_task_success_rate"]
             res["episodes_per_task"] = ev["eval"]["episodes_per_task"]
             doc.setdefault("seeds", {})[str(a.seed)] = res
