@@ -13,7 +13,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
 .PHONY: run test setup system-deps lint compare bench clean-cache experts grounding eval-libero90-expert data-libero90 \
   check-lock bundle bundle-install libero90 robustness export-checkpoint eval-checkpoint eval-libero90 \
-  experts-host data-pro exec-sweep
+  experts-host data-pro exec-sweep failure-videos
 
 run: setup ## run the whole pipeline (dvc repro) on the default: one task, CPU
 	dvc repro
@@ -76,7 +76,9 @@ bundle-install: ## on the GPU host (no index, its own torch): install dist/, the
 # (collect/eval cache each episode, train restarts from models/train_state.pt), so the same command can be
 # rerun in sessions of under 10 minutes until it completes, or started once with setsid and polled
 # (README, "libero_90 on a GPU host"). Knobs: N, TASKS, PRESET, STEPS, BATCH, WORKERS, EPISODES, DEVICE,
-# COMPILE, SEED, EVAL_TASKS (e.g. a suite and its LIBERO-PRO variants), GROUNDING (eval.grounding_inits);
+# COMPILE, SEED, EVAL_TASKS (e.g. a suite and its LIBERO-PRO variants), GROUNDING (eval.grounding_inits),
+# VIDEOS (failure videos per task, default 1), INIT (train.init_from: e.g. checkpoints/libero90, so a session
+# too short for a whole run continues the last one's policy instead of starting again);
 # LIBERO90_EXTRA adds -S overrides. Large outputs are hard-linked into the DVC cache there
 # (cache.type hardlink: no copy of the ~20 GB of frames).
 PRO_SUITES = $(foreach s,libero_spatial libero_object libero_goal libero_10,$(foreach v,lan object swap task,$(s)_$(v)))
@@ -89,8 +91,8 @@ LIBERO90_ARGS = -S 'collect.tasks=$(or $(TASKS),[libero_90])' -S collect.demos_p
   -S train.steps=$(or $(STEPS),10000) -S train.batch_size=$(or $(BATCH),256) \
   -S train.num_workers=$(or $(WORKERS),4) -S train.val_every=1000 -S train.ckpt_every=500 \
   -S eval.workers=$(CORES) -S eval.episodes_per_task=$(or $(EPISODES),50) -S eval.max_steps=600 \
-  -S eval.videos_success=0 -S eval.videos_failure=0 -S eval.grounding_inits=$(or $(GROUNDING),0) \
-  $(if $(EVAL_TASKS),-S 'eval.tasks=$(EVAL_TASKS)') $(LIBERO90_EXTRA)
+  -S eval.videos_success=0 -S eval.videos_failure=$(or $(VIDEOS),1) -S eval.grounding_inits=$(or $(GROUNDING),0) \
+  $(if $(EVAL_TASKS),-S 'eval.tasks=$(EVAL_TASKS)') $(if $(INIT),-S train.init_from=$(INIT)) $(LIBERO90_EXTRA)
 
 # The expert's tables on a GPU host's cores (bundle env, no venv), after an expert change: the four standard
 # suites over their 50 official init states, a libero_90 regression check and a LIBERO-PRO screening.
@@ -130,6 +132,23 @@ eval-checkpoint: setup ## [CKPT=checkpoints/libero90] [TASKS="libero_90:0 libero
 # The committed libero_90 policy, with the step limit its GPU evaluation used (the libero90 preset's 600).
 eval-libero90: ## [TASKS="libero_90:0 libero_90:7"] [EPISODES=10]: checkpoints/libero90 on this CPU
 	$(MAKE) eval-checkpoint CKPT=checkpoints/libero90 MAX_STEPS=$(or $(MAX_STEPS),600)
+
+# Failure videos per cause from a committed checkpoint on this CPU: evaluate it with failure videos on, then one
+# page (reports/checkpoints/NAME_failures: failed episodes grouped by cause, counts per family, the videos
+# embedded) tracked by DVC. The default tasks are, for each cause, the libero_90 tasks where the seed-0 GPU run
+# (benchmarks/results/libero90_s0) failed that way most often.
+FAILURE_TASKS = $(addprefix libero_90/,KITCHEN_SCENE1_open_the_bottom_drawer_of_the_cabinet \
+  LIVING_ROOM_SCENE1_pick_up_the_tomato_sauce_and_put_it_in_the_basket \
+  LIVING_ROOM_SCENE2_pick_up_the_milk_and_put_it_in_the_basket KITCHEN_SCENE9_put_the_frying_pan_on_the_cabinet_shelf \
+  KITCHEN_SCENE10_put_the_black_bowl_in_the_top_drawer_of_the_cabinet KITCHEN_SCENE4_put_the_wine_bottle_on_the_wine_rack \
+  KITCHEN_SCENE1_open_the_top_drawer_of_the_cabinet_and_put_the_bowl_in_it)
+failure-videos: setup ## [CKPT=checkpoints/libero90] [TASKS="..."] [EPISODES=5] [VIDEOS=2 per task]
+	$(eval FV_NAME := $(notdir $(or $(CKPT),checkpoints/libero90))_failures)
+	$(PY) tools/checkpoint.py eval $(or $(CKPT),checkpoints/libero90) --tasks $(or $(TASKS),$(FAILURE_TASKS)) \
+	  --episodes $(or $(EPISODES),5) --workers $(or $(WORKERS),2) --max-steps $(or $(MAX_STEPS),600) \
+	  --videos $(or $(VIDEOS),2) --out metrics/checkpoints/$(FV_NAME).json
+	$(PY) tools/checkpoint.py failures metrics/checkpoints/$(FV_NAME).json --out reports/checkpoints/$(FV_NAME)
+	$(VENV)/bin/dvc add -q reports/checkpoints/$(FV_NAME)
 
 # The execution-length lesson at scale: one checkpoint, exec.steps 8/16/32/64 (eval and report rerun only);
 # `make compare` then sets them side by side (success vs exec.steps, Wilson intervals).

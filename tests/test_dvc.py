@@ -152,3 +152,30 @@ def _find_exec_steps(node: object) -> list[int]:
         for v in node:
             found += _find_exec_steps(v)
     return found
+
+
+def test_failure_page_groups_the_runs_failures_with_their_videos(repo_copy: Path, tmp_path: Path) -> None:
+    """libero_dp.failure_page on the tiny run's eval output: every failed episode under its cause, and the
+    failure video the eval stage rendered embedded under that cause."""
+    from libero_dp.failure_page import build
+
+    root = repo_copy
+    records = [json.loads(x) for x in (root / "data/eval/records.jsonl").read_text().splitlines() if x.strip()]
+    failed = [r for r in records if not r["success"]]
+    assert failed, "the 3-step tiny policy should fail its 30-step episode"
+    videos = sorted(p.name for p in (root / "data/eval/videos").glob("*failure.mp4"))
+    assert videos
+    res = build(root / "metrics/eval.json", root / "data/eval", tmp_path / "page", "tiny run")
+    assert res["failed"] == len(failed)
+    assert sum(res["counts"].values()) == len(failed)
+    page = (tmp_path / "page/index.html").read_text()
+    summary = (tmp_path / "page/summary.md").read_text()
+    for label in res["counts"]:
+        assert f"<h2>{label}: " in page and f"### {label}: " in summary
+    placed = [v for vs in res["videos"].values() for v in vs]
+    assert sorted(placed) == videos
+    assert page.count("data:video/mp4;base64,") == len(videos)
+    assert all(v in summary for v in videos)
+    with pytest.raises(FileNotFoundError, match="records.jsonl: missing"):
+        build(root / "metrics/eval.json", tmp_path / "nowhere", tmp_path / "page2", "x")
+    assert not (tmp_path / "page2" / "index.html").exists()

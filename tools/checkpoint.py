@@ -3,6 +3,7 @@
     python tools/checkpoint.py export --models models --stats data/scaled/stats.json --out checkpoints/NAME
     python tools/checkpoint.py eval checkpoints/NAME --tasks libero_90:0 libero_90:5 --episodes 10
     python tools/checkpoint.py agree metrics/checkpoints/NAME.json benchmarks/results/libero90_s0/eval.json
+    python tools/checkpoint.py failures metrics/checkpoints/NAME.json --out reports/checkpoints/NAME
 
 `eval` checks the folder against its manifest (sha256 per file) and the config against the weights and stats,
 then runs the eval stage's own `evaluate` (LIBERO's protocol: episode i from official init state i mod 50)
@@ -10,6 +11,8 @@ with exec/eval settings from params.yaml, the policy on the CPU, and writes metr
 (per task and overall success with Wilson intervals, where it was measured). Make targets:
 `export-checkpoint`, `eval-checkpoint`, `eval-libero90`. `agree` sets such a check beside the claimed run's
 metrics/eval.json: per task and pooled over the checked tasks, each rate against the other's Wilson interval.
+`failures` renders an `eval --videos K` run as one page: failed episodes grouped by cause, with their videos
+(libero_dp.failure_page; make target `failure-videos`).
 """
 
 from __future__ import annotations
@@ -125,6 +128,21 @@ def cmd_agree(a: argparse.Namespace) -> None:
     print("all agree" if res["all_agree"] else "not all agree")
 
 
+def cmd_failures(a: argparse.Namespace) -> None:
+    import json
+
+    from libero_dp.failure_page import build
+
+    m = json.loads(a.metrics.read_text())
+    ckpt = Path(m.get("checkpoint", {}).get("path", a.metrics.stem))
+    eval_dir = a.eval_dir or ROOT / "data" / "eval_checkpoints" / ckpt.name
+    res = build(a.metrics, eval_dir, a.out, a.title or f"{ckpt.name}: failures by cause")
+    for label, n in res["counts"].items():
+        vids = res["videos"].get(label, [])
+        print(f"{label}: {n} episode(s), {len(vids)} video(s)")
+    print(f"-> {a.out}/index.html, {a.out}/summary.md")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -152,6 +170,14 @@ def main() -> None:
     g.add_argument("claim", type=Path, help="the claimed run's metrics/eval.json")
     g.add_argument("--out", type=Path, default=None)
     g.set_defaults(fn=cmd_agree)
+    f = sub.add_parser("failures", help="an `eval --videos K` run as one page: failures by cause with videos")
+    f.add_argument("metrics", type=Path, help="metrics/checkpoints/NAME.json from `eval`")
+    f.add_argument(
+        "--eval-dir", type=Path, default=None, help="default data/eval_checkpoints/<checkpoint name>"
+    )
+    f.add_argument("--out", type=Path, required=True)
+    f.add_argument("--title", default=None)
+    f.set_defaults(fn=cmd_failures)
     a = ap.parse_args()
     a.fn(a)
 
