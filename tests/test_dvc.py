@@ -160,7 +160,8 @@ def test_failure_page_groups_the_runs_failures_with_their_videos(repo_copy: Path
     from libero_dp.failure_page import build
 
     root = repo_copy
-    records = [json.loads(x) for x in (root / "data/eval/records.jsonl").read_text().splitlines() if x.strip()]
+    lines = (root / "data/eval/records.jsonl").read_text().splitlines()
+    records = [json.loads(x) for x in lines if x.strip()]
     failed = [r for r in records if not r["success"]]
     assert failed, "the 3-step tiny policy should fail its 30-step episode"
     videos = sorted(p.name for p in (root / "data/eval/videos").glob("*failure.mp4"))
