@@ -39,9 +39,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from loader import synthetic_windows  # noqa: E402
 
+from libero_dp.distributed import StreamSampler  # noqa: E402
 from libero_dp.policy import DiffusionPolicy, ImageEncoder, count_params, preset  # noqa: E402
 from libero_dp.sampling import diffusion_loss, train_scheduler  # noqa: E402
-from libero_dp.train import StreamSampler, _optimizer, _to_device, ema_update  # noqa: E402
+from libero_dp.train import _optimizer, _to_device, ema_update  # noqa: E402
 from libero_dp.windows import WindowDataset  # noqa: E402
 
 FAMILIES = (

@@ -12,12 +12,9 @@ from __future__ import annotations
 import copy
 import csv
 import math
-import os
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,7 @@ from tqdm import tqdm
 from libero_dp import checkpoint
 from libero_dp.config import TrainParams
 from libero_dp.dataformat import OBS_IMAGE_KEYS
+from libero_dp.distributed import StreamSampler, seed_worker, setup, step_seed
 from libero_dp.fileio import atomic_path, write_json
 from libero_dp.language import language_table, token_dim
 from libero_dp.policy import DiffusionPolicy, count_params
@@ -49,94 +47,6 @@ OPERATIONAL = frozenset(
 )
 VAL_MAX_WINDOWS = 1024  # validation samples full chunks; an evenly spaced subset keeps it a small cost
 VAL_SAMPLING_STEPS = 5
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-
-def relaunch_under_torchrun(script: str) -> None:
-    """With LIBERO_DP_TRAIN_GPUS=N (or `all`) and not already under torchrun, replace this process by N DDP
-    processes of `script` (torchrun, one per GPU). An environment variable, not a param: the number of GPUs
-    changes where training runs, not what it learns (the global batch and its order are the same), so
-    `dvc exp run` / `dvc repro` run the same stage command on any host."""
-    want = os.environ.get("LIBERO_DP_TRAIN_GPUS", "")
-    if not want or "WORLD_SIZE" in os.environ:
-        return
-    n = torch.cuda.device_count() if want == "all" else int(want)
-    if n > 1:
-        run = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
-        os.execv(sys.executable, [*run, script])
-
-
-def _setup(device_pref: str) -> tuple[Dist, torch.device]:
-    """Single process, or one process per GPU under torchrun (which sets RANK / WORLD_SIZE / LOCAL_RANK)."""
-    if device_pref == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible")
-    cuda = device_pref != "cpu" and torch.cuda.is_available()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    dd = Dist()
-    if world > 1:
-        local = int(os.environ["LOCAL_RANK"])
-        if cuda:
-            torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if cuda else "gloo")
-        dd = Dist(dist.get_rank(), world, local)
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return dd, torch.device(f"cuda:{dd.local_rank}" if cuda else "cpu")
-
-
-def step_seed(seed: int, step: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
-
-
-class StreamSampler:
-    """Endless batches of indices from a stream of per-epoch permutations, addressable by batch number.
-
-    Epoch e's order is a permutation drawn from (seed, e); rank r of N takes every N-th index of it. Starting
-    at batch b yields exactly what batches b, b+1, ... of a run from 0 are, without loading the skipped data.
-    """
-
-    def __init__(
-        self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1, start_batch: int = 0
-    ) -> None:
-        if n < world:
-            raise ValueError(f"{n} training windows cannot be shared among {world} ranks")
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.rank, self.world, self.start_batch = rank, world, start_batch
-        self.per_rank = n // world
-
-    def _epoch(self, e: int) -> np.ndarray:
-        perm = np.random.default_rng([self.seed, e]).permutation(self.n)
-        return perm[self.rank : self.per_rank * self.world : self.world]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        epoch, offset = divmod(self.start_batch * self.batch_size, self.per_rank)
-        pending = self._epoch(epoch)[offset:]
-        while True:
-            while len(pending) < self.batch_size:
-                epoch += 1
-                pending = np.concatenate([pending, self._epoch(epoch)])
-            yield pending[: self.batch_size].tolist()
-            pending = pending[self.batch_size :]
-
-
-def _seed_worker(worker_id: int) -> None:
-    """Seeds a DataLoader worker's numpy RNG from torch's per-worker seed (from the loader's generator)."""
-    np.random.seed(torch.initial_seed() % 2**32)
 
 
 def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
@@ -300,7 +210,7 @@ def train(params: TrainParams, windows_dir: Path, out_dir: Path) -> dict:
     """
     windows_dir, out_dir = Path(windows_dir), Path(out_dir)
     metrics_dir = out_dir.parent / "metrics"
-    dd, device = _setup(params.device)
+    dd, device = setup(params.device)
     cuda = device.type == "cuda"
     if params.batch_size % dd.world:
         raise ValueError(f"train.batch_size {params.batch_size} is not divisible by {dd.world} ranks")
@@ -373,7 +283,7 @@ def train(params: TrainParams, windows_dir: Path, out_dir: Path) -> dict:
         batch_sampler=StreamSampler(len(train_ds), per_rank, params.seed, dd.rank, dd.world, start),
         num_workers=params.num_workers,
         pin_memory=cuda,
-        worker_init_fn=_seed_worker,
+        worker_init_fn=seed_worker,
         generator=torch.Generator().manual_seed(params.seed),
     )
     val_loader = None

@@ -7,7 +7,8 @@ LIBERO_DP_TRAIN_GPUS=N|all (what `make libero90` sets), which relaunches this sc
 from pathlib import Path
 
 from libero_dp.config import load_params
-from libero_dp.train import relaunch_under_torchrun, train
+from libero_dp.distributed import relaunch_under_torchrun
+from libero_dp.train import train
 
 if __name__ == "__main__":
     relaunch_under_torchrun(__file__)

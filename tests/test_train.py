@@ -14,12 +14,14 @@ import torch
 from safetensors.torch import load_file
 from synthetic import SyntheticWindows, make_synthetic
 
+import libero_dp.distributed as distributed
 import libero_dp.train as train_mod
 from libero_dp import language
 from libero_dp.config import TrainParams
+from libero_dp.distributed import StreamSampler
 from libero_dp.policy import PRESETS
 from libero_dp.sampling import PolicyRunner, diffusion_loss, train_scheduler
-from libero_dp.train import StreamSampler, train, warmup_cosine
+from libero_dp.train import train, warmup_cosine
 
 #: "tiny" shrunk further so that a few hundred CPU steps take seconds
 TEST_PRESET = dict(hidden=64, depth=2, heads=4, mlp_ratio=2.0, image_size=32, vision_width=8)
@@ -214,17 +216,17 @@ def test_relaunch_under_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
     """LIBERO_DP_TRAIN_GPUS=N replaces the stage process by N torchrun ranks; unset, 1, or already under
     torchrun: the process trains itself."""
     calls: list[list[str]] = []
-    monkeypatch.setattr(train_mod.os, "execv", lambda exe, argv: calls.append(argv))
+    monkeypatch.setattr(distributed.os, "execv", lambda exe, argv: calls.append(argv))
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("LIBERO_DP_TRAIN_GPUS", raising=False)
-    train_mod.relaunch_under_torchrun("stages/train.py")
+    distributed.relaunch_under_torchrun("stages/train.py")
     monkeypatch.setenv("LIBERO_DP_TRAIN_GPUS", "1")
-    train_mod.relaunch_under_torchrun("stages/train.py")
+    distributed.relaunch_under_torchrun("stages/train.py")
     assert calls == []
     monkeypatch.setenv("LIBERO_DP_TRAIN_GPUS", "2")
-    train_mod.relaunch_under_torchrun("stages/train.py")
+    distributed.relaunch_under_torchrun("stages/train.py")
     run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     assert calls == [[*run, "stages/train.py"]]
     monkeypatch.setenv("WORLD_SIZE", "2")
-    train_mod.relaunch_under_torchrun("stages/train.py")
+    distributed.relaunch_under_torchrun("stages/train.py")
     assert len(calls) == 1
