@@ -39,10 +39,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from loader import synthetic_windows  # noqa: E402
 
+from libero_dp.config import TrainParams  # noqa: E402
 from libero_dp.distributed import StreamSampler  # noqa: E402
-from libero_dp.policy import DiffusionPolicy, ImageEncoder, count_params, preset  # noqa: E402
+from libero_dp.policy import DiffusionPolicy, ImageEncoder, count_params  # noqa: E402
 from libero_dp.sampling import diffusion_loss, train_scheduler  # noqa: E402
-from libero_dp.train import _optimizer, _to_device, ema_update  # noqa: E402
+from libero_dp.train import _optimizer, _to_device, ema_update, policy_config  # noqa: E402
 from libero_dp.windows import WindowDataset  # noqa: E402
 
 FAMILIES = (
@@ -180,14 +181,7 @@ def main() -> None:
         t0 = time.perf_counter()
         ds = WindowDataset(synthetic_windows(Path(tmp), frames=a.frames))
         res["windows"] = {"frames": a.frames, "train_windows": len(ds), "build_s": time.perf_counter() - t0}
-        cfg = preset(
-            "small",
-            action_dim=ds.action_dim,
-            proprio_dim=ds.proprio_dim,
-            horizon=ds.horizon,
-            num_cameras=ds.num_cameras,
-            image_history=ds.image_history,
-        )
+        cfg = policy_config(TrainParams(preset="small"), ds)  # as `train` builds it from the data
         res["params"] = count_params(DiffusionPolicy(cfg))
         lang = lang_table(1, dev)
 
