@@ -148,7 +148,7 @@ failure-videos: setup ## [CKPT=checkpoints/libero90] [TASKS="..."] [EPISODES=5] 
 	  --episodes $(or $(EPISODES),5) --workers $(or $(WORKERS),2) --max-steps $(or $(MAX_STEPS),600) \
 	  --videos $(or $(VIDEOS),2) --out metrics/checkpoints/$(FV_NAME).json
 	$(PY) tools/checkpoint.py failures metrics/checkpoints/$(FV_NAME).json --out reports/checkpoints/$(FV_NAME)
-	$(VENV)/bin/dvc add -q reports/checkpoints/$(FV_NAME)
+	dvc add -q reports/checkpoints/$(FV_NAME)
 
 # The execution-length lesson at scale: one checkpoint, exec.steps 8/16/32/64 (eval and report rerun only);
 # `make compare` then sets them side by side (success vs exec.steps, Wilson intervals).

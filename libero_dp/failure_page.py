@@ -20,22 +20,20 @@ from typing import Any
 from libero_dp.fileio import atomic_path
 from libero_dp.report import CSS, FAILURE_LABELS, VideoBudget, _failures, html_table, md_table, video_figure
 from libero_dp.report.inputs import read_records
-from libero_dp.report.tables import fmt
+from libero_dp.report.tables import RateRow, rate_cells, row_from_metrics
 
 
-def _rate(m: dict) -> str:
-    lo, hi = m["wilson95"]
-    return f"{m['successes']}/{m['n']} = {fmt(m['success_rate'], '.1%')} [{fmt(lo, '.1%')}, {fmt(hi, '.1%')}]"
+def _rate(r: RateRow) -> str:
+    """The report's success cell and interval cell (rate_cells), in one."""
+    _, _, rate, interval, *_ = rate_cells(r)
+    return f"{rate} {interval}"
 
 
 def family_causes(metrics: dict) -> tuple[list[str], list[list[Any]]]:
     """Headers and rows: per family, its success and its failures by cause (causes that occur anywhere)."""
-    fams = metrics.get("families") or {}
-    seen = [c for c in FAILURE_LABELS if any((f.get("failures") or {}).get(c) for f in fams.values())]
-    rows = [
-        [name, _rate(f), *[(f.get("failures") or {}).get(c, 0) for c in seen]]
-        for name, f in sorted(fams.items())
-    ]
+    fams = [row_from_metrics(name, f) for name, f in sorted((metrics.get("families") or {}).items())]
+    seen = [c for c in FAILURE_LABELS if any(r.failures.get(c) for r in fams)]
+    rows = [[r.name, _rate(r), *[r.failures.get(c, 0) for c in seen]] for r in fams]
     return ["family", "success", *seen], rows
 
 
@@ -58,12 +56,13 @@ def build(metrics_path: Path, eval_dir: Path, out_dir: Path, title: str) -> dict
         SimpleNamespace(records=records, videos=videos, eval_dir=Path(eval_dir)), out_dir, VideoBudget()
     )
     heads, fam_rows = family_causes(metrics)
+    overall = _rate(row_from_metrics("overall", metrics["overall"]))
     row_heads = ["task", "episode", "init", "seed", "steps", "clip rate", "error", "video"]
     where = html.escape(str(metrics.get("measured_on", "")))
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-        f"<p>Overall {html.escape(_rate(metrics['overall']))}; measured on {where}. "
+        f"<p>Overall {html.escape(overall)}; measured on {where}. "
         f"{fail['n']} failed episodes: "
         + ", ".join(f"{html.escape(k)} {n}" for k, n in fail["counts"])
         + ".</p>",
@@ -73,7 +72,7 @@ def build(metrics_path: Path, eval_dir: Path, out_dir: Path, title: str) -> dict
     md = [
         f"# {title}",
         "",
-        f"Overall {_rate(metrics['overall'])}; measured on {metrics.get('measured_on', '')}.",
+        f"Overall {overall}; measured on {metrics.get('measured_on', '')}.",
         "",
     ]
     md += ["## By family", "", md_table(heads, fam_rows), "", "## By cause", ""]

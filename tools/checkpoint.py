@@ -44,6 +44,11 @@ def _with(params: BaseModel, **changes: object) -> BaseModel:
     return type(params).model_validate({**params.model_dump(), **changes})
 
 
+def eval_dir(ckpt: Path) -> Path:
+    """Where `eval` writes a checkpoint's records and videos (and `failures` reads them)."""
+    return ROOT / "data" / "eval_checkpoints" / ckpt.name
+
+
 def cmd_eval(a: argparse.Namespace) -> None:
     from libero_dp.evaluate import evaluate
 
@@ -64,7 +69,7 @@ def cmd_eval(a: argparse.Namespace) -> None:
     # --exec-steps: the execution-length lesson on a fixed checkpoint (only this changes between runs)
     xp = _with(load_params("exec"), **({"steps": a.exec_steps} if a.exec_steps is not None else {}))
     out = Path(a.out or ROOT / "metrics" / "checkpoints" / f"{ckpt.name}.json")
-    m = evaluate(ep, xp, ckpt, ckpt / "stats.json", ckpt, ROOT / "data" / "eval_checkpoints" / ckpt.name)
+    m = evaluate(ep, xp, ckpt, ckpt / "stats.json", ckpt, eval_dir(ckpt))
     m["checkpoint"] = {"path": str(ckpt), "manifest": manifest}
     m["measured_on"] = (
         f"{platform.node()} ({platform.processor() or platform.machine()}, policy on CPU), "
@@ -135,8 +140,7 @@ def cmd_failures(a: argparse.Namespace) -> None:
 
     m = json.loads(a.metrics.read_text())
     ckpt = Path(m.get("checkpoint", {}).get("path", a.metrics.stem))
-    eval_dir = a.eval_dir or ROOT / "data" / "eval_checkpoints" / ckpt.name
-    res = build(a.metrics, eval_dir, a.out, a.title or f"{ckpt.name}: failures by cause")
+    res = build(a.metrics, a.eval_dir or eval_dir(ckpt), a.out, a.title or f"{ckpt.name}: failures by cause")
     for label, n in res["counts"].items():
         vids = res["videos"].get(label, [])
         print(f"{label}: {n} episode(s), {len(vids)} video(s)")
